@@ -19,8 +19,7 @@ pub use payload::{
 pub use secret::{Secret, mask_secret, redact_url};
 pub use validate::{
     MAX_PAYLOAD_BYTES, PayloadError, is_archestra_key, is_setup_token, validate_name,
-    validate_server_name,
-    validate_url,
+    validate_server_name, validate_url,
 };
 
 /// Client id of Claude Code in setup payloads.

@@ -184,7 +184,10 @@ mod tests {
         let clone = "https://archestra_mkt_supersecretvalue1234@h.example/skills/marketplace.git";
         let shown = redact_url(clone);
         assert!(!shown.contains("supersecret"), "{shown}");
-        assert!(shown.contains("h.example/skills/marketplace.git"), "{shown}");
+        assert!(
+            shown.contains("h.example/skills/marketplace.git"),
+            "{shown}"
+        );
 
         let with_password = "https://user:pa55word@h.example/x";
         assert!(!redact_url(with_password).contains("pa55word"));

@@ -7,7 +7,9 @@
 use thiserror::Error;
 
 use crate::payload::{AuthMode, SetupPayload};
-use crate::{ARCHESTRA_KEY_PREFIXES, CLIENT_ID_CLAUDE_CODE, SETUP_TOKEN_PREFIX, VIRTUAL_KEY_PREFIX};
+use crate::{
+    ARCHESTRA_KEY_PREFIXES, CLIENT_ID_CLAUDE_CODE, SETUP_TOKEN_PREFIX, VIRTUAL_KEY_PREFIX,
+};
 
 /// Largest setup payload accepted, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -325,16 +327,26 @@ mod tests {
 
         let mut p = payload();
         p.app_name = "Arch\nestra".into();
-        assert!(matches!(p.validate(), Err(PayloadError::ControlChar { .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(PayloadError::ControlChar { .. })
+        ));
 
         let mut p = payload();
         p.mcp.as_mut().unwrap().server_name = "a;b".into();
-        assert!(matches!(p.validate(), Err(PayloadError::BadNameChar { .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(PayloadError::BadNameChar { .. })
+        ));
     }
 
     #[test]
     fn refuses_other_schemes_and_huge_fields() {
-        for url in ["file:///etc/passwd", "ssh://h.example/x", "javascript:alert(1)"] {
+        for url in [
+            "file:///etc/passwd",
+            "ssh://h.example/x",
+            "javascript:alert(1)",
+        ] {
             let mut p = payload();
             p.proxy.as_mut().unwrap().url = url.into();
             assert!(p.validate().is_err(), "{url}");
@@ -372,7 +384,10 @@ mod tests {
     fn recognises_token_shapes() {
         assert!(is_setup_token(&format!("archestra_con_{}", "A".repeat(32))));
         assert!(!is_setup_token("archestra_con_short"));
-        assert!(!is_setup_token(&format!("archestra_con_{}$", "A".repeat(32))));
+        assert!(!is_setup_token(&format!(
+            "archestra_con_{}$",
+            "A".repeat(32)
+        )));
         assert!(is_archestra_key("arch_abc"));
         assert!(!is_archestra_key("sk-ant-abc"));
     }

@@ -1,0 +1,98 @@
+//! Command-line flags, and nothing else: the commands turn them into settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    done
+  1    failed before changing anything (or you answered no); the message says why
+  2    the command line is wrong
+  3    setup or revert stopped part way; its state record says what was done:
+       run the same command again to finish, or `archestra-connect revert` to undo
+  130  interrupted (Ctrl-C)";
+
+/// Connect Claude Code to an Archestra deployment, and undo it again.
+#[derive(Debug, Parser)]
+#[command(name = "archestra-connect", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Print only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print every decision and every `claude` call.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect Claude Code to an Archestra deployment with a one-time setup link.
+    #[command(after_help = SETUP_HELP)]
+    Setup(SetupArgs),
+}
+
+const SETUP_HELP: &str = "\
+What it changes:
+  - registers the MCP gateway with `claude mcp add --scope user` (in ~/.claude.json,
+    or $CLAUDE_CONFIG_DIR/.claude.json), after removing older registrations of it
+  - adds the shared-skills marketplace and installs its plugins with `claude plugin`
+  - sets ANTHROPIC_BASE_URL and the X-Archestra-* header lines in the `env` block of
+    settings.json (and, in virtual-key mode, ANTHROPIC_AUTH_TOKEN); your other keys and
+    header lines stay as they are
+  - backs settings.json up once, to settings.json.archestra-backup
+
+Nothing is redeemed until the local checks pass (claude found and new enough,
+settings.json valid, no other setup running), so a local problem never uses up the link.
+Every change is recorded in a state record so that `archestra-connect revert` can undo
+exactly what setup did. Running setup again with a new link converges.
+
+Examples:
+  archestra-connect setup 'https://archestra.example.com/api/connection-setups/script/archestra_con_…'
+  archestra-connect setup archestra_con_… --server https://archestra.example.com
+  archestra-connect setup --resume          # finish a setup that was interrupted";
+
+/// Flags of `archestra-connect setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The setup link from the Connect page, a pasted `curl … | bash` line, or a bare
+    /// `archestra_con_…` token (then with `--server`).
+    #[arg(value_name = "LINK-OR-TOKEN", required_unless_present = "resume")]
+    pub link: Option<String>,
+
+    /// The deployment's address, for a bare token.
+    #[arg(long, env = "ARCHESTRA_URL", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Allow a plain http link to a host other than this machine.
+    #[arg(long)]
+    pub allow_http: bool,
+
+    /// Apply the plan without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Redeem the link and print the plan, changing nothing. The link is used up by then.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Finish an interrupted setup from its state record, without a new link.
+    #[arg(long, conflicts_with = "link")]
+    pub resume: bool,
+
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The `claude` executable to use (default: `ARCHESTRA_CLAUDE_BIN`, then PATH).
+    #[arg(long, value_name = "PATH")]
+    pub claude: Option<PathBuf>,
+
+    /// Seconds to wait for the server and for each `claude` call.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+}

@@ -1,0 +1,186 @@
+//! Shared test set-up: a temporary HOME and `CLAUDE_CONFIG_DIR`, the companion server on
+//! 127.0.0.1, the real Claude Code CLI, and the fake `claude` for fault injection.
+
+#![allow(dead_code)]
+
+pub mod git_http;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use archestra_proxy::{BackgroundServer, ServerConfig, Store, TokenState};
+use archestra_wire::{AuthMode, CreateSetupRequest, Provider};
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Claude Code CLI installed by `scripts/install-claude.sh`.
+pub fn real_claude() -> PathBuf {
+    let path = root().join(".tools/claude/node_modules/.bin/claude");
+    assert!(
+        path.exists(),
+        "the pinned Claude Code CLI is missing: run `scripts/install-claude.sh` (the test script does)"
+    );
+    path
+}
+
+/// The fake `claude` fixture.
+pub fn fake_claude() -> PathBuf {
+    root().join("fixtures/fake-claude")
+}
+
+/// One test's world: its own HOME, config dir, database and server.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    pub config: PathBuf,
+    pub db: PathBuf,
+    pub server: Option<BackgroundServer>,
+    pub origin: String,
+    /// Extra environment for every run of the installer.
+    pub env: Vec<(String, String)>,
+}
+
+impl World {
+    /// Make a world with a running companion server.
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let config = home.join(".claude");
+        fs::create_dir_all(&config).unwrap();
+        let db = dir.path().join("proxy.db");
+        let mut cfg = ServerConfig::new(db.clone());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.redeem_limit_per_minute = 1000;
+        let server = BackgroundServer::start(cfg).expect("the companion server starts");
+        let origin = server.origin();
+        World {
+            dir,
+            home,
+            config,
+            db,
+            server: Some(server),
+            origin,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> PathBuf {
+        self.config.join("settings.json")
+    }
+
+    pub fn claude_json(&self) -> PathBuf {
+        self.config.join(".claude.json")
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.config.join(".archestra-connect/state.json")
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.db).unwrap()
+    }
+
+    /// Mint a setup on the companion and return its link.
+    pub fn mint(&self, req: &CreateSetupRequest) -> String {
+        self.store().create_setup(req, &self.origin).unwrap().url
+    }
+
+    /// Tell what the server thinks of the token in a link.
+    pub fn token_state(&self, link: &str) -> TokenState {
+        let token = link.rsplit('/').next().unwrap();
+        self.store().token_state(token).unwrap()
+    }
+
+    /// Run the installer with this world's environment and the real `claude`.
+    pub fn connect(&self, args: &[&str]) -> Output {
+        self.connect_with(args, &[])
+    }
+
+    /// Run the installer with extra environment variables.
+    pub fn connect_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_archestra-connect"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("CLAUDE_CONFIG_DIR", &self.config)
+            .env("NO_COLOR", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("ARCHESTRA_CLAUDE_BIN", real_claude())
+            .env("TMPDIR", self.dir.path());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("archestra-connect runs")
+    }
+
+    /// Run the real `claude` in this world.
+    pub fn claude(&self, args: &[&str]) -> Output {
+        Command::new(real_claude())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOME", &self.home)
+            .env("CLAUDE_CONFIG_DIR", &self.config)
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn read_json(&self, path: &Path) -> Value {
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+/// A passthrough setup request with the MCP gateway.
+pub fn passthrough(origin: &str) -> CreateSetupRequest {
+    CreateSetupRequest {
+        user: "dev@example.com".into(),
+        mode: AuthMode::ProviderKey,
+        provider: Provider::Anthropic,
+        mcp_url: Some(format!("{origin}/v1/mcp/default")),
+        mcp_name: Some("archestra".into()),
+        skills_url: None,
+        marketplace: None,
+        plugins: Vec::new(),
+        ttl_seconds: None,
+    }
+}
+
+/// A virtual-key setup request with the MCP gateway.
+pub fn virtual_key(origin: &str) -> CreateSetupRequest {
+    CreateSetupRequest {
+        mode: AuthMode::VirtualKey,
+        ..passthrough(origin)
+    }
+}
+
+/// Show an output for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// File mode bits.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

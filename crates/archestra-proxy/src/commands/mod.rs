@@ -1,0 +1,53 @@
+//! The subcommands, one file each, and what they share: logging and the database path.
+
+mod keys;
+mod serve;
+mod setups;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, DbArg, KeysCommand, SetupsCommand};
+
+/// Run the command the user asked for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging("archestra_proxy=info,warn");
+            serve::serve(args)
+        }
+        Command::Setups(SetupsCommand::Create(args)) => {
+            init_logging("warn");
+            setups::create(args)
+        }
+        Command::Keys(KeysCommand::List(args)) => {
+            init_logging("warn");
+            keys::list(args)
+        }
+        Command::Keys(KeysCommand::Revoke(args)) => {
+            init_logging("warn");
+            keys::revoke(args)
+        }
+    }
+}
+
+/// Send log lines to stderr, filtered by `RUST_LOG` or else by `default`.
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Return the database path from `--db`, else the default in the user's data folder.
+fn resolve_db(arg: &DbArg) -> anyhow::Result<PathBuf> {
+    if let Some(path) = &arg.db {
+        return Ok(path.clone());
+    }
+    let data = dirs::data_dir()
+        .context("could not find the user's data folder; pass the database with --db PATH")?;
+    Ok(data.join("archestra-proxy").join("archestra-proxy.db"))
+}

@@ -1,0 +1,106 @@
+//! `archestra-proxy serve`: resolve the settings, bind, print the address, serve until a
+//! signal, then let requests in flight finish.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use archestra_proxy::{Server, ServerConfig};
+
+use super::resolve_db;
+use crate::cli::ServeArgs;
+
+/// Environment variable holding the admin token when no file is given.
+const ADMIN_TOKEN_ENV: &str = "ARCHESTRA_PROXY_ADMIN_TOKEN";
+
+/// Run the server until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(resolve_db(&args.db)?);
+    config.listen = args.listen;
+    config.public_url = args.public_url;
+    config.admin_token = read_admin_token(args.admin_token_file.as_deref())?;
+    config.app_name = args.app_name;
+    config.mcp_health_url = args.mcp_health_url;
+    config.redeem_limit_per_minute = args.redeem_limit;
+    let db_path = config.db_path.clone();
+    let minting = config.admin_token.is_some();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async move {
+        // Install the handlers before announcing the address, so that a signal sent as soon
+        // as the address appears already shuts down cleanly.
+        let shutdown = shutdown_signal().context("could not install the signal handlers")?;
+        let server = Server::bind(config).await?;
+        println!("listening on http://{}", server.addr());
+        tracing::info!(
+            public_url = server.origin(),
+            db = %db_path.display(),
+            minting_over_http = minting,
+            "serving setups"
+        );
+        server.run(shutdown).await.context("the server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Read the admin token from `file`, else from the environment; `None` when neither has one.
+fn read_admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        warn_if_shared(path);
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("could not read the admin token file `{}`", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            bail!("the admin token file `{}` is empty", path.display());
+        }
+        return Ok(Some(token.to_string()));
+    }
+    match std::env::var(ADMIN_TOKEN_ENV) {
+        Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_string())),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{ADMIN_TOKEN_ENV} is not valid UTF-8"),
+    }
+}
+
+/// Warn when the admin token file can be read by other users.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(file = %path.display(), "the admin token file is readable by other users; chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Return a future that completes on SIGINT or SIGTERM; the handlers are installed now.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down; letting requests in flight finish");
+    })
+}
+
+/// Return a future that completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down; letting requests in flight finish");
+    })
+}

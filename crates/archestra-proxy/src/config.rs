@@ -1,0 +1,78 @@
+//! The server's settings, as a plain struct with defaults; the binary fills it from flags.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use archestra_wire::mask_secret;
+
+use crate::setup::DEFAULT_APP_NAME;
+
+/// Address the server listens on unless told otherwise.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8787);
+
+/// Redemptions one client address may make per minute unless told otherwise.
+pub const DEFAULT_REDEEM_LIMIT: u32 = 10;
+
+/// Everything a server needs to start.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The SQLite database file, created if missing.
+    pub db_path: PathBuf,
+    /// Origin clients are told to use; `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Bearer token that `POST /api/connection-setups` requires; `None` turns the route off.
+    pub admin_token: Option<String>,
+    /// Redemptions allowed per client address per minute; 0 turns the limit off.
+    pub redeem_limit_per_minute: u32,
+    /// Display name of the deployment in payloads.
+    pub app_name: String,
+    /// URL whose answer decides the `mcp` verdict of `/v1/health`; `None` reports `down`.
+    pub mcp_health_url: Option<String>,
+}
+
+impl ServerConfig {
+    /// Make a configuration with every default, storing its data in `db_path`.
+    pub fn new(db_path: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen: DEFAULT_LISTEN,
+            db_path,
+            public_url: None,
+            admin_token: None,
+            redeem_limit_per_minute: DEFAULT_REDEEM_LIMIT,
+            app_name: DEFAULT_APP_NAME.to_string(),
+            mcp_health_url: None,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("db_path", &self.db_path)
+            .field("public_url", &self.public_url)
+            .field("admin_token", &self.admin_token.as_deref().map(mask_secret))
+            .field("redeem_limit_per_minute", &self.redeem_limit_per_minute)
+            .field("app_name", &self.app_name)
+            .field("mcp_health_url", &self.mcp_health_url)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_masks_the_admin_token() {
+        let mut config = ServerConfig::new("x.db".into());
+        config.admin_token = Some("very-secret-admin-token-1234".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8787"), "{shown}");
+    }
+}

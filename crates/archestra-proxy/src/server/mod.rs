@@ -1,0 +1,291 @@
+//! The HTTP control plane: routes, shared state, and the server that runs them.
+//!
+//! [`Server`] binds and serves until a shutdown signal; [`BackgroundServer`] runs one on its
+//! own thread and runtime for tests and embedding.
+
+mod error;
+mod health;
+mod mint;
+mod rate_limit;
+mod redeem;
+mod request_log;
+mod revoke;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, bail};
+use archestra_wire::{
+    HEALTH_PATH, SELF_REVOKE_PATH, SETUP_SCRIPT_PATH, SETUPS_PATH, Secret, validate_url,
+};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::ServerConfig;
+use crate::setup::normalize_origin;
+use crate::store::Store;
+
+pub use error::ApiFailure;
+pub use request_log::redact_path;
+
+use health::McpProbe;
+use rate_limit::RateLimiter;
+
+/// Shortest admin token accepted; anything shorter is guessable.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Longest app name accepted, as the payload validation allows.
+const MAX_APP_NAME_LEN: usize = 200;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    store: Arc<Store>,
+    /// Origin clients are told to use, without a trailing slash.
+    public_url: String,
+    app_name: String,
+    admin_token: Option<Secret>,
+    limiter: RateLimiter,
+    mcp_probe: McpProbe,
+}
+
+/// Build the router over `state`.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(SETUPS_PATH, post(mint::create_setup))
+        .route(
+            &format!("{SETUP_SCRIPT_PATH}{{token}}"),
+            get(redeem::redeem),
+        )
+        .route(SELF_REVOKE_PATH, delete(revoke::revoke_self))
+        .route(HEALTH_PATH, get(health::health))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(request_log::log_request))
+        .with_state(state)
+}
+
+async fn no_route() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        "this server has no such route; see docs/protocol.md for the routes it answers",
+    )
+}
+
+async fn wrong_method() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "this route does not answer that method; see docs/protocol.md",
+    )
+}
+
+/// Run a store operation on the blocking pool.
+async fn run_blocking<T, F>(state: &AppState, operation: F) -> Result<T, ApiFailure>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> T + Send + 'static,
+{
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || operation(&store))
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "store task failed");
+            ApiFailure::internal(
+                "the server failed while handling this request; try again in a moment",
+            )
+        })
+}
+
+/// A bound server, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Check `config`, open the database (migrating it) and bind the listening socket.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        check_app_name(&config.app_name)?;
+        let admin_token = config
+            .admin_token
+            .as_deref()
+            .map(check_admin_token)
+            .transpose()?;
+        if let Some(url) = &config.mcp_health_url {
+            validate_url("--mcp-health-url", url)?;
+        }
+        let mcp_probe = McpProbe::new(config.mcp_health_url.clone())
+            .context("could not build the client that probes the MCP gateway")?;
+
+        let db_path = config.db_path.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .context("the task opening the database failed")?
+            .with_context(|| format!("could not open the store `{}`", config.db_path.display()))?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", config.listen))?;
+        let addr = listener
+            .local_addr()
+            .context("could not read the address the server listens on")?;
+        let public_url = match &config.public_url {
+            Some(url) => normalize_origin("--public-url", url)?,
+            None => {
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(%addr, "listening on every interface without --public-url; clients will be told an address they cannot reach");
+                }
+                format!("http://{addr}")
+            }
+        };
+
+        let state = AppState {
+            store: Arc::new(store),
+            public_url,
+            app_name: config.app_name,
+            admin_token,
+            limiter: RateLimiter::new(config.redeem_limit_per_minute),
+            mcp_probe,
+        };
+        Ok(Server {
+            listener,
+            state: Arc::new(state),
+            addr,
+        })
+    }
+
+    /// Return the address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Return the origin clients are told to use.
+    pub fn origin(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// Serve until `shutdown` completes, then let in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn check_app_name(name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty() {
+        bail!("`--app-name` is empty");
+    }
+    if name.chars().count() > MAX_APP_NAME_LEN {
+        bail!("`--app-name` is longer than {MAX_APP_NAME_LEN} characters");
+    }
+    if name.chars().any(char::is_control) {
+        bail!("`--app-name` holds a control character");
+    }
+    Ok(())
+}
+
+fn check_admin_token(token: &str) -> anyhow::Result<Secret> {
+    if token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+        bail!(
+            "the admin token is shorter than {MIN_ADMIN_TOKEN_LEN} characters; use a long random value"
+        );
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("the admin token holds whitespace or a control character");
+    }
+    Ok(Secret::new(token))
+}
+
+/// A server running on its own thread with its own runtime; stopped on [`stop`] or drop.
+///
+/// [`stop`]: BackgroundServer::stop
+#[derive(Debug)]
+pub struct BackgroundServer {
+    addr: SocketAddr,
+    origin: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BackgroundServer {
+    /// Start a server and return once it listens.
+    pub fn start(config: ServerConfig) -> anyhow::Result<BackgroundServer> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("archestra-proxy-worker")
+            .build()
+            .context("could not start the server's async runtime")?;
+        let server = runtime.block_on(Server::bind(config))?;
+        let addr = server.addr();
+        let origin = server.origin().to_string();
+
+        let (shutdown, stop_signal) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("archestra-proxy-server".into())
+            .spawn(move || {
+                let stopped = async {
+                    // A dropped sender means the handle is gone; stop then too.
+                    let _ = stop_signal.await;
+                };
+                if let Err(err) = runtime.block_on(server.run(stopped)) {
+                    tracing::error!(error = %err, "server stopped with an error");
+                }
+            })
+            .context("could not start the server thread")?;
+
+        Ok(BackgroundServer {
+            addr,
+            origin,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// Return the address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Return the origin clients are told to use, e.g. `http://127.0.0.1:41234`.
+    pub fn origin(&self) -> String {
+        self.origin.clone()
+    }
+
+    /// Stop the server, letting in-flight requests finish, and wait for its thread.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+#[cfg(test)]
+mod tests;

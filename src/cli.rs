@@ -34,6 +34,100 @@ pub enum Command {
     /// Connect Claude Code to an Archestra deployment with a one-time setup link.
     #[command(after_help = SETUP_HELP)]
     Setup(SetupArgs),
+
+    /// Undo what setup did, and nothing you changed since.
+    #[command(after_help = REVERT_HELP)]
+    Revert(RevertArgs),
+
+    /// Show what this machine is connected to, from the files alone.
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
+}
+
+const REVERT_HELP: &str = "\
+What it changes:
+  - uninstalls the plugins setup installed and removes the marketplace if setup added it
+  - removes the MCP gateway with `claude mcp remove`, and puts back what setup replaced
+  - takes ANTHROPIC_BASE_URL, the X-Archestra-* header lines and the other values setup
+    wrote out of settings.json, and restores the values setup overwrote; a value you
+    changed after setup is kept, with a warning. When nothing else changed, settings.json
+    comes back byte for byte as it was before setup.
+  - deletes the state record, last
+
+Without a state record (a machine set up by the old shell script), revert finds the
+Archestra entries by their marks, shows them, and asks (or takes `--yes`).
+Every step is safe to repeat: an interrupted revert is finished by running it again.
+
+Examples:
+  archestra-connect revert --dry-run
+  archestra-connect revert --revoke-key     # also revoke this machine's key on the server
+  archestra-connect revert --restore-backup # put the pre-setup backup back whole";
+
+const STATUS_HELP: &str = "\
+Reads settings.json, .claude.json, the plugin registry and the state record; it never
+runs `claude` and changes nothing. It names the base URL and credential Claude Code really
+uses here (managed and project settings and the shell environment included) and reports
+drift since setup, such as a header line removed by hand.
+
+Exit codes:
+  0  connected and healthy
+  1  error
+  2  not connected
+  3  connected, with problems (drift, an override, a failed --check)";
+
+/// Flags of `archestra-connect revert`.
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// Apply the plan without asking.
+    #[arg(short, long)]
+    pub yes: bool,
+
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Copy settings.json.archestra-backup over settings.json instead of taking out only
+    /// what setup added (shows what that discards first), then remove the backup.
+    #[arg(long)]
+    pub restore_backup: bool,
+
+    /// Also revoke this machine's key on the server; your other machines keep theirs.
+    #[arg(long)]
+    pub revoke_key: bool,
+
+    /// The deployment's address, to recognise its entries when there is no state record.
+    #[arg(long, env = "ARCHESTRA_URL", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The `claude` executable to use (default: `ARCHESTRA_CLAUDE_BIN`, then PATH).
+    #[arg(long, value_name = "PATH")]
+    pub claude: Option<PathBuf>,
+
+    /// Seconds to wait for the server and for each `claude` call.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// Flags of `archestra-connect status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also check the deployment's health and send one free request through the proxy.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Print one JSON object on stdout (fields: connection, origin, mode, gateway, env,
+    /// headerLines, marketplace, plugins, backup, secretStore, stateFile, settingsFile,
+    /// effective, problems, checks).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Seconds to wait for each live check.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 const SETUP_HELP: &str = "\

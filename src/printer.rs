@@ -43,11 +43,6 @@ impl Printer {
         }
     }
 
-    /// Tell whether a person is probably watching stderr.
-    pub fn is_interactive(&self) -> bool {
-        self.interactive
-    }
-
     fn paint(&self, code: &str, text: &str) -> String {
         if self.colour {
             format!("\x1b[{code}m{text}\x1b[0m")

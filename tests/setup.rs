@@ -123,12 +123,12 @@ fn setup_keeps_the_users_keys_lines_indentation_and_unicode() {
         "indentation lost:\n{text}"
     );
     assert!(
-        text.contains("dark — ünïcödé ✓ 日本語"),
+        text.contains("Read(~/Документы/日本語/**)"),
         "unicode escaped:\n{text}"
     );
     assert!(
-        text.contains("\"RATIO\": 2.50"),
-        "number rewritten:\n{text}"
+        text.contains("\"RATIO\": \"2.50 — ✓\""),
+        "value rewritten:\n{text}"
     );
     let settings: Value = serde_json::from_str(&text).unwrap();
     let env = &settings["env"];

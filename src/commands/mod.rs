@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+mod revert;
 mod setup;
+mod status;
 
 use crate::cli::Command;
 use crate::exit::Failure;
@@ -10,5 +12,7 @@ use crate::printer::Printer;
 pub fn run(command: Command, printer: &Printer) -> Result<(), Failure> {
     match command {
         Command::Setup(args) => setup::setup(&args, printer),
+        Command::Revert(args) => revert::revert(&args, printer),
+        Command::Status(args) => status::status(&args, printer),
     }
 }

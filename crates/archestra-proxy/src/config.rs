@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use archestra_wire::mask_secret;
 
@@ -14,6 +15,9 @@ pub const DEFAULT_LISTEN: SocketAddr =
 
 /// Redemptions one client address may make per minute unless told otherwise.
 pub const DEFAULT_REDEEM_LIMIT: u32 = 10;
+
+/// How long requests in flight may take to finish once shutdown begins, unless told otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything a server needs to start.
 #[derive(Clone)]
@@ -32,6 +36,8 @@ pub struct ServerConfig {
     pub app_name: String,
     /// URL whose answer decides the `mcp` verdict of `/v1/health`; `None` reports `down`.
     pub mcp_health_url: Option<String>,
+    /// How long requests in flight may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 impl ServerConfig {
@@ -45,6 +51,7 @@ impl ServerConfig {
             redeem_limit_per_minute: DEFAULT_REDEEM_LIMIT,
             app_name: DEFAULT_APP_NAME.to_string(),
             mcp_health_url: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -59,6 +66,7 @@ impl fmt::Debug for ServerConfig {
             .field("redeem_limit_per_minute", &self.redeem_limit_per_minute)
             .field("app_name", &self.app_name)
             .field("mcp_health_url", &self.mcp_health_url)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish()
     }
 }

@@ -11,7 +11,7 @@ mod redeem;
 mod request_log;
 mod revoke;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -109,6 +109,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     addr: SocketAddr,
+    shutdown_grace: std::time::Duration,
 }
 
 impl Server {
@@ -160,6 +161,7 @@ impl Server {
             listener,
             state: Arc::new(state),
             addr,
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -173,15 +175,37 @@ impl Server {
         &self.state.public_url
     }
 
-    /// Serve until `shutdown` completes, then let in-flight requests finish.
+    /// Serve until `shutdown` completes, then give requests in flight the configured grace
+    /// period to finish.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let grace = self.shutdown_grace;
+        let (fired, on_fired) = oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = fired.send(());
+        };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let serving = axum::serve(self.listener, app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+
+        // A client that never finishes its request must not keep the server up for ever.
+        let deadline = async {
+            match on_fired.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = serving => result,
+            () = deadline => {
+                tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -1,0 +1,539 @@
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use archestra_proxy::{Store, TokenState};
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_archestra-proxy");
+
+/// A command for the binary that cannot reach the real home or data folder.
+fn proxy(scratch: &Scratch) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("HOME", scratch.dir.path())
+        .env("XDG_DATA_HOME", scratch.dir.path().join("data"))
+        .env_remove("ARCHESTRA_PROXY_ADMIN_TOKEN")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn run(scratch: &Scratch, args: &[&str]) -> Output {
+    proxy(scratch).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn count_setups(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM setups", [], |row| row.get(0))
+        .unwrap()
+}
+
+fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the server did not stop within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `archestra-proxy serve` running as a child process.
+struct ServeProcess {
+    child: Child,
+    origin: String,
+    first_line: String,
+    rest_of_stdout: thread::JoinHandle<String>,
+    stderr_path: PathBuf,
+}
+
+impl ServeProcess {
+    /// Start `serve` on `db` and wait for its `listening on` line.
+    fn start(scratch: &Scratch, db: &Path, name: &str) -> ServeProcess {
+        let stderr_path = scratch.dir.path().join(format!("{name}.stderr"));
+        let mut child = proxy(scratch)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--redeem-limit",
+                "0",
+                "--db",
+            ])
+            .arg(db)
+            // Even at debug level, nothing may show a token or a key.
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).unwrap();
+        let origin = first_line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+            .to_string();
+        let rest_of_stdout = thread::spawn(move || {
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).unwrap();
+            rest
+        });
+        ServeProcess {
+            child,
+            origin,
+            first_line,
+            rest_of_stdout,
+            stderr_path,
+        }
+    }
+
+    /// Send SIGTERM, wait for the exit, and return the status with everything printed.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exit = wait_for_exit(&mut self.child, Duration::from_secs(15));
+        let stdout = self.rest_of_stdout.join().unwrap();
+        let stderr = fs::read_to_string(&self.stderr_path).unwrap();
+        (exit, format!("{}{stdout}{stderr}", self.first_line))
+    }
+}
+
+/// Mint a setup with the binary for `origin`; return what it printed as JSON.
+fn mint_with_binary(scratch: &Scratch, db: &Path, origin: &str) -> archestra_wire::MintedSetup {
+    let output = run(
+        scratch,
+        &[
+            "setups",
+            "create",
+            "--user",
+            "ada@example.com",
+            "--json",
+            "--public-url",
+            origin,
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn assert_no_secret(captured: &str, token: &str, key: &str) {
+    let token_body = token.strip_prefix("archestra_con_").unwrap();
+    let key_body = key.strip_prefix("arch_").unwrap();
+    assert!(
+        !captured.contains(token_body),
+        "the token leaked:\n{captured}"
+    );
+    assert!(!captured.contains(key_body), "the key leaked:\n{captured}");
+}
+
+#[test]
+fn the_binary_serves_until_sigterm_and_never_logs_secrets() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let server = ServeProcess::start(&scratch, &db, "serve");
+    let origin = server.origin.clone();
+
+    // Drive every route that sees a token or a key.
+    let minted = mint_with_binary(&scratch, &db, &origin);
+    let token = token_of(&minted);
+    let client = client();
+    assert_eq!(client.get(&minted.url).send().unwrap().status(), 200);
+    let payload: serde_json::Value = redeem(&client, &minted.url, "ada-laptop").json().unwrap();
+    let key = key_of(&payload);
+    assert_eq!(redeem(&client, &minted.url, "ada-laptop").status(), 410);
+    let revoke = format!("{origin}/api/virtual-keys/self");
+    assert_eq!(
+        client
+            .delete(&revoke)
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        client
+            .delete(&revoke)
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let (exit, captured) = server.terminate();
+    assert!(exit.success(), "{exit:?}\n{captured}");
+    assert_no_secret(&captured, &token, &key);
+    // The request lines are there, with the token masked.
+    assert!(
+        captured.contains("path=/api/connection-setups/script/archestra_con_…"),
+        "{captured}"
+    );
+    assert!(captured.contains("status=410"), "{captured}");
+    assert!(captured.contains("shutting down"), "{captured}");
+}
+
+#[test]
+fn two_server_processes_on_one_database_let_exactly_one_redeem_win() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let first = ServeProcess::start(&scratch, &db, "first");
+    let second = ServeProcess::start(&scratch, &db, "second");
+
+    let minted = mint_with_binary(&scratch, &db, &first.origin);
+    let other_url = minted.url.replace(&first.origin, &second.origin);
+    let client = client();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(100));
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            let url = if i % 2 == 0 {
+                minted.url.clone()
+            } else {
+                other_url.clone()
+            };
+            thread::spawn(move || {
+                barrier.wait();
+                redeem(&client, &url, "box").status().as_u16()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 410).count(),
+        99,
+        "{statuses:?}"
+    );
+
+    for server in [first, second] {
+        let (exit, captured) = server.terminate();
+        assert!(exit.success(), "{exit:?}\n{captured}");
+    }
+    assert_eq!(Store::open(&db).unwrap().list_keys(None).unwrap().len(), 1);
+}
+
+#[test]
+fn setups_create_refuses_hostile_input_and_writes_nothing() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let db_arg = db.to_str().unwrap();
+    let huge = "a".repeat(5000);
+    let huge_url = format!("https://h.example/{huge}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--mcp-url",
+                "https://h.example/mcp",
+                "--mcp-name",
+                "--scope",
+            ],
+            "`--mcp-name` starts with `-`",
+        ),
+        (
+            vec!["--mcp-url", "file:///x"],
+            "`--mcp-url` uses the `file` scheme",
+        ),
+        (
+            vec!["--mcp-url", "https://h/$(id)"],
+            "`--mcp-url` holds `$`",
+        ),
+        (
+            vec![
+                "--skills-url",
+                "https://h.example/m.git",
+                "--marketplace",
+                "m",
+                "--plugin",
+                "a;b",
+            ],
+            "`--plugin` holds `;`",
+        ),
+        (
+            vec![
+                "--skills-url",
+                "https://h.example/m.git",
+                "--marketplace",
+                &huge,
+            ],
+            "`--marketplace` is too long",
+        ),
+        (vec!["--mcp-url", &huge_url], "`--mcp-url` is too long"),
+        (
+            vec!["--public-url", "javascript:alert(1)"],
+            "`--public-url`",
+        ),
+    ];
+    let mut all: Vec<(Vec<String>, String)> = cases
+        .into_iter()
+        .map(|(args, expected)| {
+            let mut full = vec!["--user".to_string(), "ada@example.com".to_string()];
+            full.extend(args.into_iter().map(String::from));
+            (full, expected.to_string())
+        })
+        .collect();
+    all.push((
+        vec!["--user".into(), "ada\u{1}@example.com".into()],
+        "`--user` is not an e-mail address".into(),
+    ));
+    all.push((
+        vec!["--user".into(), format!("{huge}@example.com")],
+        "`--user` is not an e-mail address".into(),
+    ));
+
+    let check_all = |db_exists_after: bool| {
+        for (args, expected) in &all {
+            let mut command = proxy(&scratch);
+            command
+                .args(["setups", "create", "--db", db_arg])
+                .args(args);
+            let output = command.output().unwrap();
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+            assert!(stderr.starts_with("error: setup refused: "), "{stderr}");
+            assert!(
+                stderr.contains(expected.as_str()),
+                "{stderr:?} should contain {expected:?}"
+            );
+            assert!(output.stdout.is_empty());
+            assert_eq!(db.exists(), db_exists_after, "{args:?}");
+        }
+    };
+    // Nothing is created for a refused setup…
+    check_all(false);
+    // …and nothing is added to a database that exists.
+    let output = run(
+        &scratch,
+        &[
+            "setups",
+            "create",
+            "--user",
+            "ada@example.com",
+            "--db",
+            db_arg,
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    check_all(true);
+    assert_eq!(count_setups(&db), 1);
+}
+
+#[test]
+fn setups_create_prints_the_command_or_json() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let db_arg = db.to_str().unwrap();
+
+    let output = run(
+        &scratch,
+        &[
+            "setups",
+            "create",
+            "--user",
+            "ada@example.com",
+            "--db",
+            db_arg,
+            "--ttl",
+            "2h",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let command = text(&output.stdout);
+    assert!(
+        command.starts_with("archestra-connect setup 'http://127.0.0.1:8787/api/connection-setups/script/archestra_con_"),
+        "{command}"
+    );
+    assert!(
+        text(&output.stderr).contains("works once"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let output = run(
+        &scratch,
+        &[
+            "setups",
+            "create",
+            "--user",
+            "ada@example.com",
+            "--db",
+            db_arg,
+            "--json",
+            "--public-url",
+            "https://archestra.example.com/",
+            "--mode",
+            "virtual-key",
+            "--provider",
+            "bedrock",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let raw: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let fields: Vec<&str> = raw
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(fields, ["command", "url", "expiresAt", "tokenStart"]);
+    let url = raw["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://archestra.example.com/api/connection-setups/script/"),
+        "{url}"
+    );
+    let token = url.rsplit('/').next().unwrap();
+    assert!(token.starts_with(raw["tokenStart"].as_str().unwrap()));
+    assert_eq!(
+        Store::open(&db).unwrap().token_state(token).unwrap(),
+        TokenState::Unused
+    );
+    assert_eq!(count_setups(&db), 2);
+}
+
+#[test]
+fn keys_list_and_revoke_work_on_the_database() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let db_arg = db.to_str().unwrap();
+    let store = Store::open(&db).unwrap();
+    let mut keys = Vec::new();
+    for (user, device) in [
+        ("ada@example.com", "laptop"),
+        ("ada@example.com", "desktop"),
+        ("bob@example.com", "box"),
+    ] {
+        let minted = store
+            .create_setup(&request(user), "http://127.0.0.1:9")
+            .unwrap();
+        let payload = store
+            .redeem(&token_of(&minted), Some(device), "Archestra")
+            .unwrap()
+            .payload;
+        keys.push(
+            payload
+                .proxy
+                .unwrap()
+                .machine_key()
+                .unwrap()
+                .expose()
+                .to_string(),
+        );
+    }
+
+    let output = run(
+        &scratch,
+        &[
+            "keys",
+            "list",
+            "--db",
+            db_arg,
+            "--json",
+            "--user",
+            "ada@example.com",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["deviceName"], "laptop");
+    assert_eq!(
+        listed[0]["masked"],
+        format!("arch_…{}", &keys[0][keys[0].len() - 4..])
+    );
+    assert!(!text(&output.stdout).contains(&keys[0]["arch_".len()..]));
+
+    let output = run(&scratch, &["keys", "list", "--db", db_arg]);
+    let table = text(&output.stdout);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table.contains("bob@example.com") && table.contains("desktop"),
+        "{table}"
+    );
+
+    let first_id = listed[0]["id"].as_i64().unwrap().to_string();
+    let output = run(
+        &scratch,
+        &["keys", "revoke", "--id", &first_id, "--db", db_arg],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(store.key_state(&keys[0]).unwrap().unwrap().revoked);
+    assert!(!store.key_state(&keys[1]).unwrap().unwrap().revoked);
+
+    let output = run(
+        &scratch,
+        &[
+            "keys",
+            "revoke",
+            "--user",
+            "ada@example.com",
+            "--db",
+            db_arg,
+        ],
+    );
+    assert!(output.status.success());
+    assert!(
+        text(&output.stderr).contains("Revoked 1 active key(s)"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(store.key_state(&keys[1]).unwrap().unwrap().revoked);
+    assert!(!store.key_state(&keys[2]).unwrap().unwrap().revoked);
+
+    let output = run(&scratch, &["keys", "revoke", "--id", "999", "--db", db_arg]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("no key has id 999"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn help_documents_exit_statuses_and_usage_errors_exit_2() {
+    let scratch = Scratch::new();
+    let output = run(&scratch, &["--help"]);
+    assert!(output.status.success());
+    let help = text(&output.stdout);
+    assert!(
+        help.contains("Exit status:") && help.contains("2  the command line could not be parsed"),
+        "{help}"
+    );
+
+    let output = run(&scratch, &["setups", "create"]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(
+        &scratch,
+        &["setups", "create", "--user", "a@b", "--ttl", "8d"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("longer than 7 days"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -1,0 +1,17 @@
+//! Integration tests of `archestra-proxy` against real listeners on 127.0.0.1, port 0.
+
+// Shared helpers: servers on temporary databases, minting, redeeming.
+mod common;
+
+// The binary: serve, signals, captured output, `setups create`, `keys`.
+mod binary;
+// `POST /api/connection-setups` behind the admin token.
+mod minting;
+// `GET /v1/health`.
+mod health;
+// Redemption: payload, single use, concurrency, expiry, rate limit, restarts, faults.
+mod redeem;
+// Stopping: requests in flight and the grace period.
+mod lifecycle;
+// `DELETE /api/virtual-keys/self`.
+mod self_revoke;

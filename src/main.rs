@@ -1,21 +1,8 @@
 //! `archestra-connect`: connect Claude Code to an Archestra deployment, and undo it again.
 
-mod claude;
-mod claude_config;
-mod cli;
-mod commands;
-mod env_block;
-mod exit;
-mod lock;
-mod paths;
-mod printer;
-mod redeem;
-mod settings;
-mod state;
-
+use archestra_connect::printer::{Printer, Verbosity};
+use archestra_connect::{cli, commands, exit};
 use clap::Parser;
-
-use crate::printer::{Printer, Verbosity};
 
 fn main() {
     let cli = cli::Cli::parse();

@@ -429,13 +429,13 @@ fn effective_config(
             mask_secret(v)
         ));
     }
-    if let (Some(o), Some(base)) = (origin, out.iter().find(|e| e.key == "ANTHROPIC_BASE_URL")) {
-        if !base.value.starts_with(o) {
-            problems.push(format!(
-                "Claude Code here sends its requests to {} ({}), not through {o}",
-                base.value, base.source
-            ));
-        }
+    if let (Some(o), Some(base)) = (origin, out.iter().find(|e| e.key == "ANTHROPIC_BASE_URL"))
+        && !base.value.starts_with(o)
+    {
+        problems.push(format!(
+            "Claude Code here sends its requests to {} ({}), not through {o}",
+            base.value, base.source
+        ));
     }
     if paths.config_dir_from_env {
         let default = ClaudePaths::resolve(paths.home.clone(), None).ok();

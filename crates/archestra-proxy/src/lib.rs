@@ -11,8 +11,8 @@ mod server;
 mod setup;
 mod store;
 
-pub use config::{DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, ServerConfig};
-pub use server::{BackgroundServer, Server, redact_path};
+pub use config::{DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, DEFAULT_SHUTDOWN_GRACE, ServerConfig};
+pub use server::{BackgroundServer, Server};
 pub use setup::{
     DEFAULT_APP_NAME, DEFAULT_MCP_NAME, DEFAULT_PUBLIC_URL, DEFAULT_TTL, Field, FieldNames,
     KeyKind, MAX_TTL, McpChoice, SetupError, SetupSpec, SkillsChoice, normalize_origin,

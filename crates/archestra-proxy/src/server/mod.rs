@@ -30,9 +30,7 @@ use crate::config::ServerConfig;
 use crate::setup::normalize_origin;
 use crate::store::Store;
 
-pub use error::ApiFailure;
-pub use request_log::redact_path;
-
+use error::ApiFailure;
 use health::McpProbe;
 use rate_limit::RateLimiter;
 

@@ -14,6 +14,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked before stale ones are swept out.
 const SWEEP_AT: usize = 4096;
 
+// TODO(proxy): the limit is in memory and keyed by the TCP peer, so servers sharing a database
+// count separately and clients behind one reverse proxy share a budget. Acceptable while the
+// companion runs as one process on a trusted network; a shared limit would live in the store.
 /// Counts recent attempts per client address.
 #[derive(Debug)]
 pub struct RateLimiter {

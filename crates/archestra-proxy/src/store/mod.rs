@@ -178,6 +178,8 @@ impl Store {
         self.insert_setup(&spec)
     }
 
+    // TODO(proxy): used and expired setup rows are kept for ever. They are small and keys
+    // point at them; a `setups prune` that drops old rows without keys can come when needed.
     /// Mint an already checked setup: store it and return the one-time command.
     pub fn insert_setup(&self, spec: &SetupSpec) -> Result<MintedSetup, StoreError> {
         let token = new_setup_token();
@@ -269,6 +271,9 @@ impl Store {
         let payload = spec.payload(app_name, &key);
         payload.validate().map_err(RedeemError::Invalid)?;
         let key_id = insert_key(&tx, &spec, setup_id, &key, device_name, now)?;
+        // TODO(proxy): a client that disconnects after this commit loses its payload while the
+        // token counts as used. Archestra has the same gap; closing it needs a second,
+        // acknowledging request, which the installer protocol does not have yet.
         tx.commit()?;
 
         Ok(Redemption {

@@ -10,6 +10,8 @@ mod secrets;
 mod server;
 mod setup;
 mod store;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, DEFAULT_SHUTDOWN_GRACE, ServerConfig};
 pub use server::{BackgroundServer, Server};

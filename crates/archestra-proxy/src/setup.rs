@@ -140,8 +140,8 @@ pub struct McpChoice {
 /// The skills marketplace a setup adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkillsChoice {
-    /// Git URL of the marketplace; it may carry a credential, so it is never logged.
-    pub clone_url: String,
+    /// Git URL of the marketplace; it may carry a credential, so it is kept masked.
+    pub clone_url: Secret,
     pub marketplace: String,
     pub plugins: Vec<String>,
 }
@@ -216,7 +216,7 @@ impl SetupSpec {
                 validate_name(name(Field::Marketplace), marketplace)?;
                 let plugins = checked_plugins(name(Field::Plugins), &req.plugins)?;
                 Some(SkillsChoice {
-                    clone_url: clone_url.clone(),
+                    clone_url: Secret::new(clone_url.clone()),
                     marketplace: marketplace.to_string(),
                     plugins,
                 })
@@ -299,7 +299,7 @@ impl SetupSpec {
                 passthrough_virtual_key,
             }),
             skills: self.skills.as_ref().map(|skills| SkillsSection {
-                clone_url: Secret::new(skills.clone_url.clone()),
+                clone_url: skills.clone_url.clone(),
                 marketplace_name: skills.marketplace.clone(),
                 has_skills: true,
                 plugin_names: skills.plugins.clone(),
@@ -397,17 +397,7 @@ mod tests {
     use super::*;
 
     fn request() -> CreateSetupRequest {
-        CreateSetupRequest {
-            user: "ada@example.com".into(),
-            mode: AuthMode::ProviderKey,
-            provider: Provider::Anthropic,
-            mcp_url: None,
-            mcp_name: None,
-            skills_url: None,
-            marketplace: None,
-            plugins: Vec::new(),
-            ttl_seconds: None,
-        }
+        crate::test_support::request("ada@example.com")
     }
 
     fn spec(req: &CreateSetupRequest) -> Result<SetupSpec, SetupError> {

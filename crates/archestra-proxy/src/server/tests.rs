@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use archestra_wire::{ApiErrorBody, AuthMode, CreateSetupRequest, Provider};
+use archestra_wire::ApiErrorBody;
 use axum::body::{Body, to_bytes};
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
@@ -90,17 +90,7 @@ async fn health_answers_only_what_was_asked() {
 #[tokio::test]
 async fn a_shell_fetch_gets_a_hint_and_leaves_the_token_unclaimed() {
     let fixture = fixture();
-    let request = CreateSetupRequest {
-        user: "ada@example.com".into(),
-        mode: AuthMode::ProviderKey,
-        provider: Provider::Anthropic,
-        mcp_url: None,
-        mcp_name: None,
-        skills_url: None,
-        marketplace: None,
-        plugins: Vec::new(),
-        ttl_seconds: None,
-    };
+    let request = crate::test_support::request("ada@example.com");
     let minted = fixture
         .state
         .store

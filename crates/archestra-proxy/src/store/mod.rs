@@ -202,7 +202,7 @@ impl Store {
                 spec.provider.as_str(),
                 spec.mcp.as_ref().map(|m| &m.name),
                 spec.mcp.as_ref().map(|m| &m.url),
-                spec.skills.as_ref().map(|s| &s.clone_url),
+                spec.skills.as_ref().map(|s| s.clone_url.expose()),
                 spec.skills.as_ref().map(|s| &s.marketplace),
                 plugins,
                 spec.public_url,
@@ -523,7 +523,7 @@ impl SetupRow {
                 let plugins: Vec<String> = serde_json::from_str(&self.plugins)
                     .map_err(|e| format!("setup {id} has malformed plugin names: {e}"))?;
                 Some(SkillsChoice {
-                    clone_url,
+                    clone_url: Secret::new(clone_url),
                     marketplace,
                     plugins,
                 })
@@ -563,15 +563,11 @@ mod tests {
 
     fn request(user: &str) -> CreateSetupRequest {
         CreateSetupRequest {
-            user: user.into(),
-            mode: AuthMode::ProviderKey,
-            provider: Provider::Anthropic,
             mcp_url: Some("https://h.example/v1/mcp/default".into()),
-            mcp_name: None,
             skills_url: Some("https://h.example/skills/marketplace.git".into()),
             marketplace: Some("acme".into()),
             plugins: vec!["review".into()],
-            ttl_seconds: None,
+            ..crate::test_support::request(user)
         }
     }
 

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use archestra_proxy::{BackgroundServer, ServerConfig, Store};
-use archestra_wire::{AuthMode, CreateSetupRequest, MintedSetup, Provider};
+use archestra_wire::{CreateSetupRequest, MintedSetup};
 use reqwest::blocking::{Client, Response};
 
 /// A temporary folder holding the database, removed when dropped.
@@ -36,18 +36,9 @@ pub fn start(db: &Path, limit: u32) -> BackgroundServer {
     BackgroundServer::start(config).unwrap()
 }
 
+/// Return a setup request for `user` with every other field at its wire default.
 pub fn request(user: &str) -> CreateSetupRequest {
-    CreateSetupRequest {
-        user: user.into(),
-        mode: AuthMode::ProviderKey,
-        provider: Provider::Anthropic,
-        mcp_url: None,
-        mcp_name: None,
-        skills_url: None,
-        marketplace: None,
-        plugins: Vec::new(),
-        ttl_seconds: None,
-    }
+    serde_json::from_value(serde_json::json!({ "user": user })).unwrap()
 }
 
 /// Mint a setup for `user` straight into the database.

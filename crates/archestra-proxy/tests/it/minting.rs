@@ -5,13 +5,19 @@ use crate::common::*;
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-#[test]
-fn minting_over_http_needs_the_admin_bearer() {
-    let scratch = Scratch::new();
+/// Start a server that mints over HTTP; return it with its minting route.
+fn start_minting(scratch: &Scratch) -> (BackgroundServer, String) {
     let mut config = config(&scratch.db());
     config.admin_token = Some(ADMIN_TOKEN.into());
     let server = BackgroundServer::start(config).unwrap();
     let route = format!("{}/api/connection-setups", server.origin());
+    (server, route)
+}
+
+#[test]
+fn minting_over_http_needs_the_admin_bearer() {
+    let scratch = Scratch::new();
+    let (server, route) = start_minting(&scratch);
     let client = client();
     let body =
         serde_json::json!({"user": "ada@example.com", "mcpUrl": "https://gateway.example/mcp"});
@@ -59,10 +65,7 @@ fn minting_over_http_needs_the_admin_bearer() {
 #[test]
 fn hostile_requests_over_http_are_refused_naming_the_field() {
     let scratch = Scratch::new();
-    let mut config = config(&scratch.db());
-    config.admin_token = Some(ADMIN_TOKEN.into());
-    let server = BackgroundServer::start(config).unwrap();
-    let route = format!("{}/api/connection-setups", server.origin());
+    let (_server, route) = start_minting(&scratch);
     let client = client();
 
     let cases = [

@@ -2,6 +2,8 @@
 //!
 //! Redeeming spends the one-time token, so it is the last thing setup does before it
 //! changes files, and a request is retried only when it cannot have reached the server.
+//! The answer is a JSON payload, or, from today's Archestra servers, a bash script whose
+//! values [`crate::script`] reads out without running any of it.
 
 use std::io::Read;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use archestra_wire::{
     ApiErrorBody, DEVICE_NAME_HEADER, MAX_PAYLOAD_BYTES, PayloadError, SELF_REVOKE_PATH,
     SETUP_SCRIPT_PATH, Secret, SetupPayload, is_setup_token, redact_url,
 };
+
+use crate::script::{self, Ending, MAX_SCRIPT_BYTES, ScriptError};
 
 /// Where a setup comes from: the deployment and the redemption URL with its token.
 #[derive(Debug, Clone)]
@@ -155,16 +159,12 @@ pub enum RedeemError {
     Timeout { secs: u64 },
     #[error("the connection failed while reading the answer: {0}")]
     Read(String),
-    #[error(
-        "the server's answer is larger than {MAX_PAYLOAD_BYTES} bytes; it is not a setup payload"
-    )]
-    TooLarge,
+    #[error("the server's answer is larger than {max} bytes; it is not a setup payload")]
+    TooLarge { max: usize },
     #[error("the server answered with `{0}`, not a JSON setup payload")]
     ContentType(String),
-    #[error(
-        "the server answered with a shell script; this Archestra version hands out scripts only"
-    )]
-    ScriptOnly,
+    #[error("{0}")]
+    Script(#[from] ScriptError),
     #[error("the server's setup payload is not valid JSON: {0}")]
     BadJson(String),
     #[error("the server's setup payload was refused: {0}")]
@@ -189,8 +189,8 @@ impl RedeemError {
             RedeemError::Dns { .. } | RedeemError::Connect { .. } => "check the address and your network (and `HTTPS_PROXY` if you need a proxy); the link was not used".into(),
             RedeemError::Tls { .. } => "if your company uses its own certificate authority, install it in the system trust store or point `SSL_CERT_FILE` at it".into(),
             RedeemError::Timeout { .. } | RedeemError::Read(_) => "run the same command again; if the server used the link up, generate a new command on the Connect page".into(),
-            RedeemError::ScriptOnly => "update archestra-connect, or run the command the Connect page shows for your shell".into(),
-            RedeemError::Invalid(_) | RedeemError::BadJson(_) | RedeemError::ContentType(_) | RedeemError::TooLarge => {
+            RedeemError::Script(_) => "nothing was changed, and the link is used up; tell your Archestra administrator what the error says (archestra-connect reads the setup script, it never runs it)".into(),
+            RedeemError::Invalid(_) | RedeemError::BadJson(_) | RedeemError::ContentType(_) | RedeemError::TooLarge { .. } => {
                 "nothing was changed; report this to your Archestra administrator".into()
             }
             RedeemError::Redirect { .. } => "use the link exactly as the Connect page shows it".into(),
@@ -264,13 +264,14 @@ fn scrub_url(text: &str, source: &SetupSource) -> String {
     text.replace(source.url.expose(), &redact_url(source.url.expose()))
 }
 
-fn read_limited(resp: Response) -> Result<Vec<u8>, RedeemError> {
+/// Read at most `max` bytes of the body; a longer one is refused, not cut.
+fn read_limited(resp: Response, max: usize) -> Result<Vec<u8>, RedeemError> {
     let mut body = Vec::new();
-    resp.take(MAX_PAYLOAD_BYTES as u64 + 1)
+    resp.take(max as u64 + 1)
         .read_to_end(&mut body)
         .map_err(|e| RedeemError::Read(e.to_string()))?;
-    if body.len() > MAX_PAYLOAD_BYTES {
-        return Err(RedeemError::TooLarge);
+    if body.len() > max {
+        return Err(RedeemError::TooLarge { max });
     }
     Ok(body)
 }
@@ -288,6 +289,16 @@ fn error_message(body: &[u8]) -> Option<String> {
     (!message.is_empty()).then_some(message)
 }
 
+/// A redeemed setup: the validated payload, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub payload: SetupPayload,
+    /// The server answered with a setup script, which was read and never run.
+    pub from_script: bool,
+    /// The script's ending (sign-in and launch commands), when it had one.
+    pub ending: Option<Ending>,
+}
+
 /// Redeem the token: one GET that spends it and answers the payload, validated.
 ///
 /// Only a failure to connect is retried (twice, after a short pause): then no request
@@ -297,13 +308,13 @@ pub fn redeem(
     source: &SetupSource,
     device_name: &str,
     timeout: Duration,
-) -> Result<SetupPayload, RedeemError> {
+) -> Result<Redeemed, RedeemError> {
     let mut attempt = 0;
     let resp = loop {
         attempt += 1;
         let result = client
             .get(source.url.expose())
-            .header(ACCEPT, "application/json")
+            .header(ACCEPT, "application/json, text/plain;q=0.5")
             .header(DEVICE_NAME_HEADER, device_name)
             .send();
         match result {
@@ -334,7 +345,8 @@ pub fn redeem(
     if (300..400).contains(&status) {
         return Err(RedeemError::Redirect { status });
     }
-    let body = read_limited(resp)?;
+    // A script is larger than a payload; each is held to its own limit below.
+    let body = read_limited(resp, MAX_SCRIPT_BYTES.max(MAX_PAYLOAD_BYTES))?;
     match status {
         200 => {}
         404 => return Err(RedeemError::Unknown),
@@ -361,7 +373,13 @@ pub fn redeem(
         .trim()
         .to_string();
     if mime == "text/plain" || mime == "text/x-shellscript" {
-        return Err(RedeemError::ScriptOnly);
+        let text = std::str::from_utf8(&body).map_err(|_| ScriptError::NotText)?;
+        let parsed = script::parse_setup_script(text)?;
+        return Ok(Redeemed {
+            payload: parsed.payload,
+            from_script: true,
+            ending: parsed.ending,
+        });
     }
     if mime != "application/json" {
         let mut shown: String = mime.chars().filter(|c| !c.is_control()).take(60).collect();
@@ -370,10 +388,19 @@ pub fn redeem(
         }
         return Err(RedeemError::ContentType(shown));
     }
+    if body.len() > MAX_PAYLOAD_BYTES {
+        return Err(RedeemError::TooLarge {
+            max: MAX_PAYLOAD_BYTES,
+        });
+    }
     let payload: SetupPayload =
         serde_json::from_slice(&body).map_err(|e| RedeemError::BadJson(e.to_string()))?;
     payload.validate()?;
-    Ok(payload)
+    Ok(Redeemed {
+        payload,
+        from_script: false,
+        ending: None,
+    })
 }
 
 /// Revoke this machine's key on the server (`DELETE /api/virtual-keys/self`).
@@ -389,7 +416,7 @@ pub fn revoke_key(client: &Client, origin: &str, key: &Secret) -> Result<(), Str
     match status {
         200..=299 | 401 | 404 | 410 => Ok(()),
         _ => {
-            let body = read_limited(resp).unwrap_or_default();
+            let body = read_limited(resp, MAX_PAYLOAD_BYTES).unwrap_or_default();
             Err(format!(
                 "the server answered HTTP {status}{}",
                 message_suffix(&error_message(&body))

@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 
-use archestra_wire::{AuthMode, Secret, SetupPayload, mask_secret, redact_url};
+use archestra_wire::{
+    AuthMode, Provider, ProxySection, Secret, SetupPayload, mask_secret, redact_url,
+};
 
 use crate::claude::{self, Claude};
 use crate::claude_config::{
@@ -34,6 +36,7 @@ use crate::lock::InstallLock;
 use crate::paths::ClaudePaths;
 use crate::printer::{Printer, can_prompt};
 use crate::redeem::{self, SetupSource};
+use crate::secret_store::{self, KEYRING_TIMEOUT, StoreChoice};
 use crate::settings::{JsonFile, SettingsError};
 use crate::state::{
     McpRecord, Phase, RemovedServer, SettingsRecord, SetupState, SkillsRecord, now_rfc3339,
@@ -71,6 +74,10 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
     })?;
     let previous = SetupState::load(&paths.state_file())?;
     check_previous(previous.as_ref(), source.as_ref(), args)?;
+    if args.secret_store == StoreChoice::Keyring {
+        probe_keyring()?;
+    }
+    let previous_key = previous.as_ref().and_then(SetupState::machine_key);
 
     // Redeem, or take the payload the interrupted setup was applying.
     let client = redeem::http_client(timeout)?;
@@ -81,7 +88,9 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
                 "Resuming the setup for {} started {}",
                 prev.origin, prev.started_at
             ));
-            prev.payload.clone()
+            let mut payload = prev.payload.clone();
+            restore_key(&mut payload, previous_key.as_ref())?;
+            payload
         }
         (None, None) => unreachable!("check_previous refuses --resume without a record"),
     };
@@ -103,7 +112,15 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
     }
 
     // Plan, and ask.
-    let plan = Plan::make(&paths, &payload, previous.as_ref(), &settings, &claude_json)?;
+    let plan = Plan::make(
+        &paths,
+        &payload,
+        previous.as_ref(),
+        previous_key.as_ref(),
+        args.secret_store,
+        &settings,
+        &claude_json,
+    )?;
     if !args.json || args.dry_run {
         print_plan(printer, &plan, &paths, &origin);
     }
@@ -119,7 +136,7 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
         return Ok(());
     }
     if !args.yes && can_prompt() && !printer.confirm("Apply these changes?") {
-        decline(&client, &origin, &payload, previous.as_ref(), printer);
+        decline(&client, &origin, &payload, previous_key.as_ref(), printer);
         return Err(
             Failure::new(FAILED, anyhow!("setup cancelled; nothing was changed")).hint(
                 "generate a new command on the Archestra Connect page when you want to set up",
@@ -134,6 +151,8 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
         printer,
         state: start_state(previous, &payload, &origin, &settings),
         warnings: Vec::new(),
+        store_choice: args.secret_store,
+        key_store: None,
     };
     run.save()?;
     let result = run.apply(&plan, &client);
@@ -253,9 +272,12 @@ fn redeem_link(
         s.finish_and_clear();
     }
     match result {
-        Ok(payload) => {
+        Ok(redeemed) => {
             printer.done(&format!("Redeemed the setup link at {}", source.origin));
-            Ok(payload)
+            if redeemed.from_script {
+                printer.note("  The server answered with a setup script (read, never run); its values passed the same checks as a JSON payload.");
+            }
+            Ok(redeemed.payload)
         }
         Err(e) => {
             let offer = e.link_is_spent() && can_prompt();
@@ -283,7 +305,9 @@ struct Plan {
     backup: BackupPlan,
     mcp: Option<McpPlan>,
     skills: Option<SkillsPlan>,
-    env: Option<EnvPlan>,
+    proxy: Option<ProxySection>,
+    /// Setup will try the keyring for the virtual key.
+    try_keyring: bool,
     /// Env lines to show: (key, shown value or `None` for a removal).
     env_lines: Vec<(String, Option<String>)>,
     private: bool,
@@ -317,6 +341,8 @@ impl Plan {
         paths: &ClaudePaths,
         payload: &SetupPayload,
         previous: Option<&SetupState>,
+        previous_key: Option<&Secret>,
+        store: StoreChoice,
         settings: &JsonFile,
         claude_json: &JsonFile,
     ) -> Result<Plan, Failure> {
@@ -389,7 +415,16 @@ impl Plan {
             }
         };
 
-        let env = payload.proxy.as_ref().map(EnvPlan::for_proxy);
+        let try_keyring = store != StoreChoice::File
+            && payload.proxy.as_ref().is_some_and(|p| {
+                p.auth_mode == AuthMode::VirtualKey && p.provider == Provider::Anthropic
+            });
+        // Preview with a stand-in helper; the real one is known once the key is stored.
+        let preview_helper = try_keyring.then(|| "archestra-connect credential".to_string());
+        let env = payload
+            .proxy
+            .as_ref()
+            .map(|p| EnvPlan::for_proxy(p, preview_helper.clone()));
         let mut env_lines = Vec::new();
         let mut private = false;
         if let Some(env) = &env {
@@ -426,9 +461,7 @@ impl Plan {
         let mut keys_to_revoke: Vec<Secret> = previous
             .map(|p| p.keys_to_revoke.clone())
             .unwrap_or_default();
-        if let Some(old) = previous
-            .and_then(|p| p.payload.proxy.as_ref())
-            .and_then(|p| p.machine_key())
+        if let Some(old) = previous_key
             && Some(old) != new_key
             && !keys_to_revoke.contains(old)
         {
@@ -439,7 +472,8 @@ impl Plan {
             backup,
             mcp,
             skills,
-            env,
+            proxy: payload.proxy.clone(),
+            try_keyring,
             env_lines,
             private,
             keys_to_revoke,
@@ -518,6 +552,14 @@ impl Plan {
                 )),
             }
         }
+        if self.try_keyring
+            && let Some(key) = self.proxy.as_ref().and_then(|p| p.virtual_key.as_ref())
+        {
+            lines.push(format!(
+                "keep the virtual key {} in the OS keyring and set `apiKeyHelper` in {settings} to read it (if no keyring answers: ANTHROPIC_AUTH_TOKEN in {settings} instead)",
+                key.masked()
+            ));
+        }
         if self.private {
             lines.push(format!(
                 "make {settings} readable by you only (it will hold a key)"
@@ -562,12 +604,9 @@ fn decline(
     client: &reqwest::blocking::Client,
     origin: &str,
     payload: &SetupPayload,
-    previous: Option<&SetupState>,
+    previous_key: Option<&Secret>,
     printer: &Printer,
 ) {
-    let previous_key = previous
-        .and_then(|p| p.payload.proxy.as_ref())
-        .and_then(|p| p.machine_key());
     if let Some(key) = payload.proxy.as_ref().and_then(|p| p.machine_key())
         && Some(key) != previous_key
         && let Err(e) = redeem::revoke_key(client, origin, key)
@@ -607,6 +646,7 @@ fn start_state(
             env: Default::default(),
             env_done: false,
             keys_to_revoke: Vec::new(),
+            keyring_account: None,
         },
     }
 }
@@ -634,6 +674,9 @@ struct Run<'a> {
     printer: &'a Printer,
     state: SetupState,
     warnings: Vec<String>,
+    store_choice: StoreChoice,
+    /// Where the key went: `keyring` or `file`, once decided.
+    key_store: Option<&'static str>,
 }
 
 impl Run<'_> {
@@ -662,8 +705,14 @@ impl Run<'_> {
         if let Some(skills) = &plan.skills {
             self.install_skills(skills)?;
         }
-        if let Some(env) = &plan.env {
-            self.merge_env(env)?;
+        if let Some(proxy) = &plan.proxy {
+            let helper = if plan.try_keyring {
+                self.store_key(proxy)?
+            } else {
+                None
+            };
+            self.merge_env(&EnvPlan::for_proxy(proxy, helper))?;
+            self.forget_old_keyring_entry()?;
         }
         self.state.keys_to_revoke = plan.keys_to_revoke.clone();
         self.save()?;
@@ -698,6 +747,15 @@ impl Run<'_> {
                     .into());
             }
         };
+        // Only the file as it was before the first setup is worth keeping: once setup has
+        // changed it (an earlier, interrupted run), a copy would hold our values, keys included.
+        if self.state.settings.original.as_deref().map(str::as_bytes) != Some(bytes.as_slice()) {
+            self.printer.skipped(&format!(
+                "No backup taken: {} already holds changes of an earlier setup",
+                paths.display(&paths.settings)
+            ));
+            return Ok(());
+        }
         let mode = fs::metadata(&paths.settings)
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0o600);
@@ -952,6 +1010,64 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Put the virtual key into the OS keyring; return the `apiKeyHelper` command to read it.
+    ///
+    /// With `--secret-store auto` a keyring that does not answer means the file instead,
+    /// said as a warning; with `--secret-store keyring` it is an error.
+    fn store_key(&mut self, proxy: &ProxySection) -> Result<Option<String>, Failure> {
+        let Some(key) = proxy.virtual_key.as_ref() else {
+            return Ok(None);
+        };
+        let account = secret_store::account_for(&self.state.origin, &self.paths.config_dir);
+        match secret_store::store(&account, key.expose(), KEYRING_TIMEOUT) {
+            Ok(()) => {
+                let program = std::env::current_exe()
+                    .and_then(|p| p.canonicalize())
+                    .context("could not find this program's own path for `apiKeyHelper`")?;
+                // The key lives in the keyring now: keep it out of the state record too.
+                if let Some(p) = self.state.payload.proxy.as_mut() {
+                    p.virtual_key = None;
+                }
+                self.state.keyring_account = Some(account.clone());
+                self.save()?;
+                self.key_store = Some("keyring");
+                self.printer
+                    .done("Stored the virtual key in the OS keyring");
+                Ok(Some(secret_store::helper_command(&program, &account)))
+            }
+            Err(e) if self.store_choice == StoreChoice::Keyring => Err(Failure::new(
+                PARTIAL,
+                anyhow!("could not store the virtual key in the keyring: {e}"),
+            )
+            .hint("unlock the keyring and run `archestra-connect setup --resume`, or run it with `--secret-store file`")),
+            Err(e) => {
+                self.key_store = Some("file");
+                self.warn(format!(
+                    "{e}; the virtual key goes into {} instead, readable by you only",
+                    self.paths.display(&self.paths.settings)
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Delete a keyring entry an earlier setup made, once the key lives elsewhere.
+    fn forget_old_keyring_entry(&mut self) -> Result<(), Failure> {
+        let in_use = self.key_store == Some("keyring");
+        if let Some(account) = self.state.keyring_account.clone()
+            && !in_use
+        {
+            if let Err(e) = secret_store::delete(&account, KEYRING_TIMEOUT) {
+                self.warn(format!(
+                    "could not delete the earlier keyring entry `{account}`: {e}"
+                ));
+            }
+            self.state.keyring_account = None;
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Merge our keys into `env`, re-reading the file first: the plugin commands above
     /// rewrote it.
     fn merge_env(&mut self, plan: &EnvPlan) -> Result<(), Failure> {
@@ -1034,6 +1150,7 @@ fn summarise(run: &Run, payload: &SetupPayload, origin: &str, json_out: bool) {
             "marketplace": payload.skills.as_ref().map(|s| s.marketplace_name.clone()),
             "pluginsInstalled": run.state.skills.as_ref().map(|s| s.plugins_installed.clone()).unwrap_or_default(),
             "warnings": run.warnings,
+            "secretStore": key_location(run, payload),
             "settingsFile": paths.settings,
             "backup": backup.as_ref().map(|_| &paths.backup),
             "stateFile": paths.state_file(),
@@ -1054,6 +1171,13 @@ fn summarise(run: &Run, payload: &SetupPayload, origin: &str, json_out: bool) {
                 "  LLM proxy: Claude Code uses a virtual key made for this machine.",
             ),
         }
+    }
+    if let Some(place) = key_location(run, payload) {
+        let text = match place {
+            "keyring" => "in the OS keyring; Claude Code reads it through `apiKeyHelper`".to_string(),
+            _ => format!("in {}, readable by you only", paths.display(&paths.settings)),
+        };
+        printer.note(&format!("  This machine's key is {text}."));
     }
     if let Some(backup) = &backup {
         printer.note(&format!("  Backup of your settings: {backup}"));
@@ -1086,4 +1210,37 @@ fn offer_sign_in(run: &Run, payload: &SetupPayload) {
             mcp.server_name
         )),
     }
+}
+
+/// Check that a keyring answers and takes a write, before the link is spent.
+fn probe_keyring() -> Result<(), Failure> {
+    let account = format!("probe {}", std::process::id());
+    secret_store::store(&account, "probe", KEYRING_TIMEOUT)
+        .and_then(|()| secret_store::delete(&account, KEYRING_TIMEOUT))
+        .map_err(|e| {
+            Failure::new(FAILED, anyhow!("`--secret-store keyring` was asked for, and {e}"))
+                .hint("unlock your keyring, or run the same command with `--secret-store file`; the link was not used")
+        })
+}
+
+/// Put the key of an interrupted setup back into its payload, from the keyring.
+fn restore_key(payload: &mut SetupPayload, key: Option<&Secret>) -> Result<(), Failure> {
+    if let Some(proxy) = payload.proxy.as_mut()
+        && proxy.auth_mode == AuthMode::VirtualKey
+        && proxy.virtual_key.is_none()
+    {
+        let key = key.ok_or_else(|| {
+            Failure::new(FAILED, anyhow!("the key of the interrupted setup is in the keyring, which does not answer"))
+                .hint("unlock your keyring and run `archestra-connect setup --resume` again, or run setup with a new link")
+        })?;
+        proxy.virtual_key = Some(key.clone());
+    }
+    Ok(())
+}
+
+/// Say where this machine's key lives, if it has one.
+fn key_location(run: &Run, payload: &SetupPayload) -> Option<&'static str> {
+    let proxy = payload.proxy.as_ref()?;
+    proxy.machine_key()?;
+    Some(run.key_store.unwrap_or("file"))
 }

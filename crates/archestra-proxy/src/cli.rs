@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use archestra_proxy::{DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_PUBLIC_URL, DEFAULT_REDEEM_LIMIT};
+use archestra_proxy::{
+    DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_PUBLIC_URL, DEFAULT_REDEEM_LIMIT, DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
+};
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-use crate::duration::parse_ttl;
+use crate::duration::{parse_since, parse_ttl};
 
 const EXIT_STATUS: &str = "\
 Exit status:
@@ -33,6 +36,8 @@ pub enum Command {
     /// List and revoke the virtual keys that redeemed setups created.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Show the usage log: one row per request the LLM proxy handled, oldest first.
+    Logs(LogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -45,7 +50,11 @@ pub struct DbArg {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The admin token for POST /api/connection-setups is read from --admin-token-file, else from the
-ARCHESTRA_PROXY_ADMIN_TOKEN environment variable; without either, the route is off.")]
+ARCHESTRA_PROXY_ADMIN_TOKEN environment variable; without either, the route is off.
+
+The provider key that replaces virtual keys in virtual-key mode is read from --provider-key-file,
+else from the ARCHESTRA_PROXY_PROVIDER_KEY environment variable; without either, virtual-key
+requests are refused and passthrough requests still work.")]
 pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value_t = DEFAULT_LISTEN)]
@@ -73,6 +82,44 @@ pub struct ServeArgs {
     /// Redemptions allowed per client address per minute; 0 turns the limit off
     #[arg(long, value_name = "N", default_value_t = DEFAULT_REDEEM_LIMIT)]
     pub redeem_limit: u32,
+
+    /// Base URL of the LLM provider that /v1/anthropic/… requests are forwarded to
+    #[arg(long, value_name = "URL", default_value = DEFAULT_UPSTREAM)]
+    pub upstream: String,
+
+    /// Seconds the provider may take to start answering before the request fails with 504
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_UPSTREAM_TIMEOUT.as_secs())]
+    pub upstream_timeout: u64,
+
+    /// File holding the provider key that replaces virtual keys in virtual-key mode
+    #[arg(long, value_name = "PATH")]
+    pub provider_key_file: Option<PathBuf>,
+
+    /// Do not write the usage log (`archestra-proxy logs` then shows nothing new)
+    #[arg(long)]
+    pub no_usage_log: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only this user's requests
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+
+    /// Only requests made in this last span of time: 90s, 15m, 2h or 1d
+    #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+    pub since: Option<Duration>,
+
+    /// Show at most this many rows, the newest ones
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub limit: u32,
+
+    /// Print the rows as a JSON array
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use archestra_wire::mask_secret;
+use archestra_wire::{Secret, mask_secret};
+use url::Url;
 
 use crate::setup::DEFAULT_APP_NAME;
 
@@ -18,6 +19,15 @@ pub const DEFAULT_REDEEM_LIMIT: u32 = 10;
 
 /// How long requests in flight may take to finish once shutdown begins, unless told otherwise.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where the data plane forwards Messages API traffic unless told otherwise.
+pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
+
+/// How long the upstream may take to answer with its response headers unless told otherwise.
+///
+/// Long enough for a non-streaming Messages request that thinks for minutes; Claude Code's own
+/// client gives up after ten.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything a server needs to start.
 #[derive(Clone)]
@@ -38,6 +48,14 @@ pub struct ServerConfig {
     pub mcp_health_url: Option<String>,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// Base URL of the LLM provider the data plane forwards to, e.g. `https://api.anthropic.com`.
+    pub upstream: Url,
+    /// How long the upstream may take to send its response headers before the answer is 504.
+    pub upstream_timeout: Duration,
+    /// Provider key swapped in for virtual keys of the `standard` kind; `None` refuses them.
+    pub provider_key: Option<Secret>,
+    /// Whether each forwarded request gets a row in the usage log.
+    pub record_usage: bool,
 }
 
 impl ServerConfig {
@@ -52,6 +70,10 @@ impl ServerConfig {
             app_name: DEFAULT_APP_NAME.to_string(),
             mcp_health_url: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            upstream: Url::parse(DEFAULT_UPSTREAM).expect("the default upstream is a valid URL"),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            provider_key: None,
+            record_usage: true,
         }
     }
 }
@@ -67,6 +89,13 @@ impl fmt::Debug for ServerConfig {
             .field("app_name", &self.app_name)
             .field("mcp_health_url", &self.mcp_health_url)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field(
+                "upstream",
+                &archestra_wire::redact_url(self.upstream.as_str()),
+            )
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("provider_key", &self.provider_key)
+            .field("record_usage", &self.record_usage)
             .finish()
     }
 }
@@ -79,8 +108,10 @@ mod tests {
     fn debug_output_masks_the_admin_token() {
         let mut config = ServerConfig::new("x.db".into());
         config.admin_token = Some("very-secret-admin-token-1234".into());
+        config.provider_key = Some(Secret::new("sk-ant-api03-provider-secret-9876"));
         let shown = format!("{config:?}");
         assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(!shown.contains("provider-secret"), "{shown}");
         assert!(shown.contains("127.0.0.1:8787"), "{shown}");
     }
 }

@@ -21,6 +21,23 @@ pub enum TtlError {
 /// Parse the lifetime of a setup: a whole number and one of `s`, `m`, `h`, `d`, from one
 /// second up to seven days.
 pub fn parse_ttl(text: &str) -> Result<Duration, TtlError> {
+    let span = parse_span(text)?;
+    if span > MAX_TTL {
+        return Err(TtlError::TooLong(text.to_string()));
+    }
+    Ok(span)
+}
+
+/// Parse how far back `logs --since` looks: a whole number and one of `s`, `m`, `h`, `d`.
+pub fn parse_since(text: &str) -> Result<Duration, String> {
+    parse_span(text).map_err(|err| match err {
+        TtlError::TooLong(_) => format!("`{text}` is too long a time"),
+        other => other.to_string(),
+    })
+}
+
+/// Parse a whole number and a unit into a non-zero duration.
+fn parse_span(text: &str) -> Result<Duration, TtlError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -45,9 +62,6 @@ pub fn parse_ttl(text: &str) -> Result<Duration, TtlError> {
         .ok_or_else(|| TtlError::TooLong(text.to_string()))?;
     if seconds == 0 {
         return Err(TtlError::Zero);
-    }
-    if seconds > MAX_TTL.as_secs() {
-        return Err(TtlError::TooLong(text.to_string()));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -79,6 +93,13 @@ mod tests {
             parse_ttl("18446744073709551615d"),
             Err(TtlError::TooLong(_))
         ));
+    }
+
+    #[test]
+    fn since_accepts_more_than_a_week() {
+        assert_eq!(parse_since("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_since("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_since("3w").unwrap_err().contains("not a unit"));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! It mints one-time Connect setups, hands each out once as a JSON payload carrying a fresh
 //! virtual key for the machine that redeems it, lets a machine revoke its own key, and keeps
-//! all of it in a SQLite database that several server processes may share. Forwarding LLM
-//! traffic is not part of it yet. `docs/protocol.md` describes the routes.
+//! all of it in a SQLite database that several server processes may share. Its data plane
+//! forwards Claude Code's Messages API traffic to the provider, streaming both ways, and logs
+//! who used how many tokens. `docs/protocol.md` describes the routes.
 
 mod config;
+mod proxy;
 mod secrets;
 mod server;
 mod setup;
@@ -13,7 +15,10 @@ mod store;
 #[cfg(test)]
 mod test_support;
 
-pub use config::{DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, DEFAULT_SHUTDOWN_GRACE, ServerConfig};
+pub use config::{
+    DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT, ServerConfig,
+};
 pub use server::{BackgroundServer, Server};
 pub use setup::{
     DEFAULT_APP_NAME, DEFAULT_MCP_NAME, DEFAULT_PUBLIC_URL, DEFAULT_TTL, Field, FieldNames,
@@ -21,6 +26,6 @@ pub use setup::{
     validate_user,
 };
 pub use store::{
-    KeyRecord, RedeemError, Redemption, RevokeOutcome, Store, StoreError, TokenState,
-    schema_version,
+    KeyRecord, Outcome, RedeemError, Redemption, RevokeOutcome, Store, StoreError, TokenState,
+    TokenUsage, UsageQuery, UsageRecord, UsageRow, schema_version,
 };

@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and what they share: logging and the database path.
 
 mod keys;
+mod logs;
 mod serve;
 mod setups;
 
@@ -30,6 +31,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Revoke(args)) => {
             init_logging("warn");
             keys::revoke(args)
+        }
+        Command::Logs(args) => {
+            init_logging("warn");
+            logs::logs(args)
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use archestra_proxy::{Server, ServerConfig};
+use archestra_wire::{Secret, redact_url};
 
 use super::resolve_db;
 use crate::cli::ServeArgs;
@@ -13,17 +14,41 @@ use crate::cli::ServeArgs;
 /// Environment variable holding the admin token when no file is given.
 const ADMIN_TOKEN_ENV: &str = "ARCHESTRA_PROXY_ADMIN_TOKEN";
 
+/// Environment variable holding the provider key when no file is given.
+const PROVIDER_KEY_ENV: &str = "ARCHESTRA_PROXY_PROVIDER_KEY";
+
 /// Run the server until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::new(resolve_db(&args.db)?);
     config.listen = args.listen;
     config.public_url = args.public_url;
-    config.admin_token = read_admin_token(args.admin_token_file.as_deref())?;
+    config.admin_token = read_secret(
+        "admin token",
+        args.admin_token_file.as_deref(),
+        ADMIN_TOKEN_ENV,
+    )?;
     config.app_name = args.app_name;
     config.mcp_health_url = args.mcp_health_url;
     config.redeem_limit_per_minute = args.redeem_limit;
+    config.upstream = url::Url::parse(&args.upstream).with_context(|| {
+        format!(
+            "`--upstream` is not a URL: `{}`",
+            redact_url(&args.upstream)
+        )
+    })?;
+    config.upstream_timeout = std::time::Duration::from_secs(args.upstream_timeout);
+    config.provider_key = read_secret(
+        "provider key",
+        args.provider_key_file.as_deref(),
+        PROVIDER_KEY_ENV,
+    )?
+    .map(Secret::new);
+    config.record_usage = !args.no_usage_log;
+    let upstream = redact_url(config.upstream.as_str());
+    let virtual_keys = config.provider_key.is_some();
     let db_path = config.db_path.clone();
     let minting = config.admin_token.is_some();
+    let config_usage_log = config.record_usage;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,7 +64,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             public_url = server.origin(),
             db = %db_path.display(),
             minting_over_http = minting,
-            "serving setups"
+            %upstream,
+            virtual_keys,
+            usage_log = config_usage_log,
+            "serving setups and the LLM proxy"
         );
         server.run(shutdown).await.context("the server failed")?;
         tracing::info!("stopped");
@@ -47,38 +75,39 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Read the admin token from `file`, else from the environment; `None` when neither has one.
-fn read_admin_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+/// Read a secret (`what`) from `file`, else from the environment variable `env`; `None` when
+/// neither has one.
+fn read_secret(what: &str, file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> {
     if let Some(path) = file {
-        warn_if_shared(path);
+        warn_if_shared(what, path);
         let text = fs::read_to_string(path)
-            .with_context(|| format!("could not read the admin token file `{}`", path.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            bail!("the admin token file `{}` is empty", path.display());
+            .with_context(|| format!("could not read the {what} file `{}`", path.display()))?;
+        let secret = text.trim();
+        if secret.is_empty() {
+            bail!("the {what} file `{}` is empty", path.display());
         }
-        return Ok(Some(token.to_string()));
+        return Ok(Some(secret.to_string()));
     }
-    match std::env::var(ADMIN_TOKEN_ENV) {
+    match std::env::var(env) {
         Ok(value) if !value.trim().is_empty() => Ok(Some(value.trim().to_string())),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => bail!("{ADMIN_TOKEN_ENV} is not valid UTF-8"),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{env} is not valid UTF-8"),
     }
 }
 
-/// Warn when the admin token file can be read by other users.
-fn warn_if_shared(path: &Path) {
+/// Warn when a secret's file can be read by other users.
+fn warn_if_shared(what: &str, path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = fs::metadata(path)
             && meta.permissions().mode() & 0o077 != 0
         {
-            tracing::warn!(file = %path.display(), "the admin token file is readable by other users; chmod 600 it");
+            tracing::warn!(file = %path.display(), "the {what} file is readable by other users; chmod 600 it");
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (what, path);
 }
 
 /// Return a future that completes on SIGINT or SIGTERM; the handlers are installed now.

@@ -1,9 +1,11 @@
-//! The HTTP control plane: routes, shared state, and the server that runs them.
+//! The HTTP server: the control plane's routes, the data plane's forwarding route, shared
+//! state, and the server that runs them.
 //!
 //! [`Server`] binds and serves until a shutdown signal; [`BackgroundServer`] runs one on its
 //! own thread and runtime for tests and embedding.
 
-mod error;
+pub(crate) mod error;
+mod forward;
 mod health;
 mod mint;
 mod rate_limit;
@@ -23,10 +25,12 @@ use archestra_wire::{
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::ServerConfig;
+use crate::proxy::DataPlane;
 use crate::setup::normalize_origin;
 use crate::store::Store;
 
@@ -50,6 +54,7 @@ pub(crate) struct AppState {
     admin_token: Option<Secret>,
     limiter: RateLimiter,
     mcp_probe: McpProbe,
+    data_plane: DataPlane,
 }
 
 /// Build the router over `state`.
@@ -65,6 +70,9 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(request_log::log_request))
+        // Merged after the log layer: the data plane logs usage rows instead of lines, and
+        // passes the upstream's headers on unchanged.
+        .merge(forward::routes())
         .with_state(state)
 }
 
@@ -130,6 +138,15 @@ impl Server {
             .await
             .context("the task opening the database failed")?
             .with_context(|| format!("could not open the store `{}`", config.db_path.display()))?;
+        let store = Arc::new(store);
+        let data_plane = {
+            let config = config.clone();
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || DataPlane::open(&config, store))
+                .await
+                .context("the task starting the data plane failed")?
+                .context("could not start the LLM proxy")?
+        };
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -148,12 +165,13 @@ impl Server {
         };
 
         let state = AppState {
-            store: Arc::new(store),
+            store,
             public_url,
             app_name: config.app_name,
             admin_token,
             limiter: RateLimiter::new(config.redeem_limit_per_minute),
             mcp_probe,
+            data_plane,
         };
         Ok(Server {
             listener,
@@ -180,13 +198,21 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.shutdown_grace;
+        let state = Arc::clone(&self.state);
+        let watching = state.data_plane.watch_keys();
         let (fired, on_fired) = oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
             let _ = fired.send(());
         };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let serving = axum::serve(self.listener, app)
+        // Small SSE writes must leave at once, not wait for the client's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+            }
+        });
+        let serving = axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .into_future();
 
@@ -197,13 +223,18 @@ impl Server {
                 Err(_) => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = serving => result,
             () = deadline => {
                 tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
                 Ok(())
             }
-        }
+        };
+
+        // Every request that finished has queued its usage row by now; write them all.
+        watching.abort();
+        state.data_plane.stop().await;
+        result
     }
 }
 

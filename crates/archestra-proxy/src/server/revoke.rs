@@ -23,7 +23,8 @@ pub async fn revoke_self(
         ));
     };
 
-    let revoked = run_blocking(&state, move |store| store.revoke_presented_key(&key))
+    let presented = key.clone();
+    let revoked = run_blocking(&state, move |store| store.revoke_presented_key(&presented))
         .await?
         .map_err(|err| {
             tracing::error!(error = %error_chain(&err), "revocation failed");
@@ -32,6 +33,8 @@ pub async fn revoke_self(
 
     match revoked {
         Some(key_id) => {
+            // The data plane refuses the key from the next request on, not a second later.
+            state.data_plane.keys.forget(&key);
             tracing::info!(key_id, "virtual key revoked by its holder");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -19,14 +19,19 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("proxy.db")).unwrap();
+    let db = dir.path().join("proxy.db");
+    let store = Arc::new(Store::open(&db).unwrap());
+    let mut config = ServerConfig::new(db);
+    config.record_usage = false;
+    let data_plane = DataPlane::open(&config, Arc::clone(&store)).unwrap();
     let state = AppState {
-        store: Arc::new(store),
+        store,
         public_url: "http://proxy.test".into(),
         app_name: "Archestra".into(),
         admin_token: None,
         limiter: RateLimiter::new(10),
         mcp_probe: McpProbe::new(None).unwrap(),
+        data_plane,
     };
     Fixture {
         _dir: dir,
@@ -159,4 +164,40 @@ fn short_admin_tokens_and_bad_app_names_are_refused() {
     assert!(check_app_name("Arch\nestra").is_err());
     assert!(check_app_name(" ").is_err());
     assert!(check_app_name("Acme AI").is_ok());
+}
+
+#[tokio::test]
+async fn the_data_plane_answers_the_probe_and_refuses_requests_without_a_key() {
+    let fixture = fixture();
+    for path in ["/v1/anthropic", "/v1/anthropic/", "/v1/anthropic/proxy-7"] {
+        let probe = Request::head(path).body(Body::empty()).unwrap();
+        assert_eq!(
+            send(&fixture, probe).await.status(),
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+
+    let request = Request::post("/v1/anthropic/v1/messages?beta=true")
+        .header("x-api-key", "sk-ant-api03-user")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = send(&fixture, request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let bytes = to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "permission_error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("archestra-connect status --check"),
+        "{message}"
+    );
+
+    let request = Request::post("/v1/anthropic/some-id/not-an-api")
+        .body(Body::empty())
+        .unwrap();
+    let response = send(&fixture, request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_kind(response).await, "invalid_request_error");
 }

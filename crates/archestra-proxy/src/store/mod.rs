@@ -6,6 +6,8 @@
 //! are stored as SHA-256 hashes only.
 
 mod schema;
+mod usage;
+mod watch;
 
 use std::fs;
 use std::io;
@@ -27,6 +29,8 @@ use crate::secrets::{hash_secret, key_last_four, new_setup_token, new_virtual_ke
 use crate::setup::{FieldNames, KeyKind, McpChoice, SetupError, SetupSpec, SkillsChoice};
 
 pub use schema::current_version as schema_version;
+pub use usage::{Outcome, TokenUsage, UsageQuery, UsageRecord, UsageRow};
+pub use watch::KeysFingerprint;
 
 /// How long a store waits for another connection's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -40,6 +40,27 @@ const MIGRATIONS: &[&str] = &[
         revoked_at   INTEGER
     );
     CREATE INDEX virtual_keys_by_user ON virtual_keys(user);",
+    // 2: the data plane's usage log, one row per forwarded request.
+    "CREATE TABLE usage_log (
+        id                          INTEGER PRIMARY KEY,
+        at                          INTEGER NOT NULL,
+        user                        TEXT,
+        key_id                      INTEGER,
+        agent_id                    TEXT,
+        method                      TEXT    NOT NULL,
+        path                        TEXT    NOT NULL,
+        model                       TEXT,
+        status                      INTEGER NOT NULL,
+        latency_us                  INTEGER NOT NULL,
+        ttfb_us                     INTEGER,
+        input_tokens                INTEGER,
+        output_tokens               INTEGER,
+        cache_creation_input_tokens INTEGER,
+        cache_read_input_tokens     INTEGER,
+        outcome                     TEXT    NOT NULL
+    );
+    CREATE INDEX usage_log_by_time ON usage_log(at);
+    CREATE INDEX usage_log_by_user ON usage_log(user, at);",
 ];
 
 /// Bring the database up to the newest schema this build knows.

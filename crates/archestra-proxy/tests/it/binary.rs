@@ -18,6 +18,7 @@ fn proxy(scratch: &Scratch) -> Command {
         .env("HOME", scratch.dir.path())
         .env("XDG_DATA_HOME", scratch.dir.path().join("data"))
         .env_remove("ARCHESTRA_PROXY_ADMIN_TOKEN")
+        .env_remove("ARCHESTRA_PROXY_PROVIDER_KEY")
         .env_remove("RUST_LOG");
     command
 }
@@ -62,6 +63,11 @@ struct ServeProcess {
 impl ServeProcess {
     /// Start `serve` on `db` and wait for its `listening on` line.
     fn start(scratch: &Scratch, db: &Path, name: &str) -> ServeProcess {
+        ServeProcess::start_with(scratch, db, name, &[])
+    }
+
+    /// Start `serve` on `db` with `extra` flags and wait for its `listening on` line.
+    fn start_with(scratch: &Scratch, db: &Path, name: &str, extra: &[&str]) -> ServeProcess {
         let stderr_path = scratch.dir.path().join(format!("{name}.stderr"));
         let mut child = proxy(scratch)
             .args([
@@ -73,6 +79,7 @@ impl ServeProcess {
                 "--db",
             ])
             .arg(db)
+            .args(extra)
             // Even at debug level, nothing may show a token or a key.
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
@@ -536,4 +543,121 @@ fn help_documents_exit_statuses_and_usage_errors_exit_2() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[test]
+fn the_binary_proxies_with_a_provider_key_from_a_file_and_logs_usage() {
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    let upstream = crate::upstream::MockUpstream::start();
+    let provider_key = "sk-ant-api03-provider-key-from-a-file-0000";
+    let key_file = scratch.dir.path().join("provider-key");
+    fs::write(&key_file, format!("{provider_key}\n")).unwrap();
+    let server = ServeProcess::start_with(
+        &scratch,
+        &db,
+        "proxy",
+        &[
+            "--upstream",
+            &upstream.origin,
+            "--provider-key-file",
+            key_file.to_str().unwrap(),
+        ],
+    );
+
+    let client = client();
+    let mut keys = Vec::new();
+    for (user, mode) in [
+        ("ada@example.com", "passthrough"),
+        ("bob@example.com", "virtual-key"),
+    ] {
+        let minted = mint(
+            &db,
+            &{
+                let mut req = request(user);
+                req.mode = if mode == "passthrough" {
+                    archestra_wire::AuthMode::ProviderKey
+                } else {
+                    archestra_wire::AuthMode::VirtualKey
+                };
+                req
+            },
+            &server.origin,
+        );
+        let payload: serde_json::Value = redeem(&client, &minted.url, "laptop").json().unwrap();
+        keys.push(key_of(&payload));
+    }
+    let url = format!("{}/v1/anthropic/v1/messages?beta=true", server.origin);
+    let passthrough = client
+        .post(&url)
+        .header("x-api-key", "sk-ant-api03-users-own")
+        .header("X-Archestra-Virtual-Key", &keys[0])
+        .header("X-Archestra-Agent-Id", "anthropic_claude_code")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(passthrough.status(), 200);
+    let swapped = client
+        .post(&url)
+        .bearer_auth(&keys[1])
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(swapped.status(), 200);
+    let seen = upstream.seen();
+    assert_eq!(seen[0].headers["x-api-key"], "sk-ant-api03-users-own");
+    assert_eq!(seen[1].headers["x-api-key"], provider_key);
+
+    let (exit, captured) = server.terminate();
+    assert!(exit.success(), "{exit:?}\n{captured}");
+    for secret in [
+        &keys[0][5..],
+        &keys[1][5..],
+        "provider-key-from-a-file",
+        "users-own",
+    ] {
+        assert!(!captured.contains(secret), "a secret leaked:\n{captured}");
+    }
+
+    // Every row was written before the server exited.
+    let db_arg = db.to_str().unwrap();
+    let all = run(&scratch, &["logs", "--db", db_arg, "--json"]);
+    assert!(all.status.success(), "{}", text(&all.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows:#}");
+    assert_eq!(rows[0]["user"], "ada@example.com");
+    assert_eq!(rows[0]["agentId"], "anthropic_claude_code");
+    assert_eq!(rows[0]["inputTokens"], 11);
+    assert_eq!(rows[1]["user"], "bob@example.com");
+    assert_eq!(rows[1]["outputTokens"], 7);
+
+    let ada = run(
+        &scratch,
+        &[
+            "logs",
+            "--db",
+            db_arg,
+            "--user",
+            "ada@example.com",
+            "--since",
+            "1h",
+        ],
+    );
+    assert!(ada.status.success(), "{}", text(&ada.stderr));
+    let table = text(&ada.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("TIME"), "{table}");
+    assert!(
+        lines[1].contains("ada@example.com") && lines[1].contains("claude-mock-json"),
+        "{table}"
+    );
+
+    let nobody = run(
+        &scratch,
+        &["logs", "--db", db_arg, "--user", "eve@example.com"],
+    );
+    assert!(nobody.status.success());
+    assert!(nobody.stdout.is_empty());
+    assert!(text(&nobody.stderr).contains("No requests"));
 }

@@ -2,6 +2,8 @@
 
 // Shared helpers: servers on temporary databases, minting, redeeming.
 mod common;
+// A mock Anthropic upstream that records what it received.
+mod upstream;
 
 // The binary: serve, signals, captured output, `setups create`, `keys`.
 mod binary;
@@ -15,3 +17,5 @@ mod redeem;
 mod lifecycle;
 // `DELETE /api/virtual-keys/self`.
 mod self_revoke;
+// The data plane: forwarding, streaming, keys, usage rows, failures.
+mod data_plane;

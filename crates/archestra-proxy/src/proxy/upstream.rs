@@ -1,0 +1,136 @@
+//! The HTTP client that talks to the upstream provider: rustls with the operating system's
+//! certificate roots, a keep-alive pool, and `TCP_NODELAY`.
+
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_platform_verifier::ConfigVerifierExt;
+use thiserror::Error;
+use url::Url;
+
+use super::body::RequestBody;
+
+/// How long opening a connection to the upstream may take before the answer is 502.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The pooled client of the upstream.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// Why the upstream could not be set up.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("`--upstream` must be an http or https URL, not `{0}`")]
+    Scheme(String),
+    #[error("`--upstream` must not carry a query or a fragment")]
+    QueryOrFragment,
+    #[error("`--upstream` must not carry a user name or password")]
+    Credentials,
+    #[error("`--upstream` has no host")]
+    NoHost,
+    #[error("could not load the operating system's certificate roots for TLS")]
+    Tls(#[source] rustls::Error),
+}
+
+/// Where requests go: the upstream's origin and base path, without a trailing slash.
+#[derive(Debug, Clone)]
+pub struct UpstreamBase {
+    prefix: String,
+}
+
+impl UpstreamBase {
+    /// Check `url` and keep it as a prefix for request paths.
+    pub fn new(url: &Url) -> Result<UpstreamBase, UpstreamError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(UpstreamError::Scheme(url.scheme().to_string()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(UpstreamError::QueryOrFragment);
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UpstreamError::Credentials);
+        }
+        if url.host_str().is_none() {
+            return Err(UpstreamError::NoHost);
+        }
+        let prefix = url.as_str().trim_end_matches('/').to_string();
+        Ok(UpstreamBase { prefix })
+    }
+
+    /// Return the upstream URL for an API path (starting with `/`) and its query.
+    pub fn join(&self, path: &str, query: Option<&str>) -> String {
+        let mut target =
+            String::with_capacity(self.prefix.len() + path.len() + query.map_or(0, str::len) + 1);
+        target.push_str(&self.prefix);
+        target.push_str(path);
+        if let Some(query) = query {
+            target.push('?');
+            target.push_str(query);
+        }
+        target
+    }
+
+    /// Return the upstream as it may be shown.
+    pub fn display(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// Build the pooled client; plain `http` upstreams are allowed for local mocks and sidecars.
+pub fn build_client() -> Result<UpstreamClient, UpstreamError> {
+    let mut http = HttpConnector::new();
+    // Without it, small SSE writes can wait on delayed ACKs for tens of milliseconds.
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+
+    let tls = rustls::ClientConfig::with_platform_verifier().map_err(UpstreamError::Tls)?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(https))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_join_the_base_unchanged() {
+        let base = UpstreamBase::new(&Url::parse("https://api.anthropic.com").unwrap()).unwrap();
+        assert_eq!(
+            base.join("/v1/messages", Some("beta=true")),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        let nested = UpstreamBase::new(&Url::parse("http://127.0.0.1:9/gw/").unwrap()).unwrap();
+        assert_eq!(
+            nested.join("/v1/messages/count_tokens", None),
+            "http://127.0.0.1:9/gw/v1/messages/count_tokens"
+        );
+    }
+
+    #[test]
+    fn unusable_upstreams_are_refused() {
+        for bad in [
+            "ftp://example.com",
+            "https://example.com/?a=b",
+            "https://user:pw@example.com",
+        ] {
+            assert!(
+                UpstreamBase::new(&Url::parse(bad).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

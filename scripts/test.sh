@@ -7,9 +7,17 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-if ! command -v git >/dev/null 2>&1; then
-  echo "installing git for the marketplace tests" >&2
-  apt-get update -qq && apt-get install -y -qq git >/dev/null
+# git serves the marketplace fixture over smart HTTP; dbus-daemon and gnome-keyring give
+# the keyring tests a real Secret Service on a private session bus.
+missing=()
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
+command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]} for the tests" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 scripts/install-claude.sh
 

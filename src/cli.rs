@@ -42,7 +42,20 @@ pub enum Command {
     /// Show what this machine is connected to, from the files alone.
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
+
+    /// Print this machine's virtual key from the OS keyring (Claude Code's `apiKeyHelper`).
+    #[command(after_help = CREDENTIAL_HELP)]
+    Credential(CredentialArgs),
 }
+
+const CREDENTIAL_HELP: &str = "\
+Setup writes this command into settings.json as `apiKeyHelper` when the key lives in the
+OS keyring; Claude Code runs it once per session and sends its one line of output as the
+API key. It prints the key and nothing else, so run it yourself only to check it works.
+
+Exit codes:
+  0  the key was printed
+  1  the keyring has no such entry or did not answer; run `archestra-connect status`";
 
 const REVERT_HELP: &str = "\
 What it changes:
@@ -189,4 +202,17 @@ pub struct SetupArgs {
     /// Seconds to wait for the server and for each `claude` call.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Where a virtual key goes: the OS keyring (read back through `apiKeyHelper`), or
+    /// settings.json readable by you only. `auto` uses the keyring when one answers.
+    #[arg(long, value_enum, default_value = "auto", value_name = "STORE")]
+    pub secret_store: crate::secret_store::StoreChoice,
+}
+
+/// Flags of `archestra-connect credential`.
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// The keyring entry to read, as setup wrote it into `apiKeyHelper`.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: String,
 }

@@ -40,11 +40,16 @@ pub struct EnvPlan {
     pub remove_archestra_values: Vec<String>,
     /// Our header lines, in order.
     pub header_lines: Vec<String>,
+    /// The top-level `apiKeyHelper` command, when the key lives in the keyring.
+    pub api_key_helper: Option<String>,
 }
 
 impl EnvPlan {
     /// Work out the env changes for a proxy section.
-    pub fn for_proxy(proxy: &ProxySection) -> EnvPlan {
+    ///
+    /// With `api_key_helper`, a virtual key is not written into `env`: Claude Code asks the
+    /// helper for it instead (Anthropic only; Bedrock has no helper).
+    pub fn for_proxy(proxy: &ProxySection, api_key_helper: Option<String>) -> EnvPlan {
         let mut set = Vec::new();
         let mut set_if_absent = Vec::new();
         let mut remove = Vec::new();
@@ -53,6 +58,10 @@ impl EnvPlan {
             Provider::Anthropic => {
                 set.push((key("ANTHROPIC_BASE_URL"), proxy.url.clone()));
                 match (&proxy.auth_mode, &proxy.virtual_key) {
+                    (AuthMode::VirtualKey, Some(_)) if api_key_helper.is_some() => {
+                        remove.push(key("ANTHROPIC_AUTH_TOKEN"));
+                        remove.push(key("ANTHROPIC_API_KEY"));
+                    }
                     (AuthMode::VirtualKey, Some(vk)) => {
                         set.push((key("ANTHROPIC_AUTH_TOKEN"), vk.expose().to_string()));
                         // An API key beside the token would be sent too, and prompts the user.
@@ -80,11 +89,16 @@ impl EnvPlan {
         if let Some(pk) = &proxy.passthrough_virtual_key {
             header_lines.push(format!("{VIRTUAL_KEY_HEADER}: {}", pk.expose()));
         }
+        let api_key_helper = match (proxy.provider, proxy.auth_mode) {
+            (Provider::Anthropic, AuthMode::VirtualKey) => api_key_helper,
+            _ => None,
+        };
         EnvPlan {
             set,
             set_if_absent,
             remove_archestra_values: remove,
             header_lines,
+            api_key_helper,
         }
     }
 
@@ -126,7 +140,13 @@ pub struct EnvJournal {
     pub created_env: bool,
     pub keys: Vec<EnvKeyChange>,
     pub headers: Option<HeaderChange>,
+    /// The top-level `apiKeyHelper` setup wrote, with its key name `apiKeyHelper`.
+    #[serde(default)]
+    pub api_key_helper: Option<EnvKeyChange>,
 }
+
+/// The settings key Claude Code runs to get an API key.
+pub const API_KEY_HELPER: &str = "apiKeyHelper";
 
 impl EnvJournal {
     fn entry(&mut self, key: &str, previous: Option<&Value>) -> &mut EnvKeyChange {
@@ -178,6 +198,30 @@ pub fn apply(
     plan: &EnvPlan,
     journal: &mut EnvJournal,
 ) -> Result<(), String> {
+    if let Some(helper) = &plan.api_key_helper {
+        let previous = root.get(API_KEY_HELPER).cloned();
+        let change = journal.api_key_helper.get_or_insert(EnvKeyChange {
+            key: API_KEY_HELPER.into(),
+            previous,
+            written: None,
+        });
+        change.written = Some(helper.clone());
+        root.insert(API_KEY_HELPER.into(), Value::String(helper.clone()));
+    } else if let Some(change) = &journal.api_key_helper
+        && root.get(API_KEY_HELPER).and_then(Value::as_str) == change.written.as_deref()
+    {
+        // This setup keeps the key in the file: the earlier helper must go.
+        match &change.previous {
+            Some(v) => {
+                root.insert(API_KEY_HELPER.into(), v.clone());
+            }
+            None => {
+                root.remove(API_KEY_HELPER);
+            }
+        }
+        journal.api_key_helper = None;
+    }
+
     if !root.contains_key("env") {
         journal.created_env = true;
         root.insert("env".into(), Value::Object(Map::new()));
@@ -239,6 +283,25 @@ pub struct KeptValue {
 /// the same as undoing once.
 pub fn undo(root: &mut Map<String, Value>, journal: &EnvJournal) -> Vec<KeptValue> {
     let mut kept = Vec::new();
+    if let Some(change) = &journal.api_key_helper {
+        let now = root.get(API_KEY_HELPER);
+        if now == change.previous.as_ref() {
+            // Undone already.
+        } else if now.and_then(Value::as_str) == change.written.as_deref() {
+            match &change.previous {
+                Some(v) => {
+                    root.insert(API_KEY_HELPER.into(), v.clone());
+                }
+                None => {
+                    root.remove(API_KEY_HELPER);
+                }
+            }
+        } else {
+            kept.push(KeptValue {
+                key: API_KEY_HELPER.into(),
+            });
+        }
+    }
     let Some(env) = root.get_mut("env").and_then(Value::as_object_mut) else {
         return kept;
     };
@@ -353,7 +416,12 @@ mod tests {
         }));
         let original = root.clone();
         let mut journal = EnvJournal::default();
-        apply(&mut root, &EnvPlan::for_proxy(&passthrough()), &mut journal).unwrap();
+        apply(
+            &mut root,
+            &EnvPlan::for_proxy(&passthrough(), None),
+            &mut journal,
+        )
+        .unwrap();
 
         let env = root["env"].as_object().unwrap();
         assert_eq!(env["FOO"], "1");
@@ -377,7 +445,7 @@ mod tests {
         let mut root = obj(json!({"env": {"ANTHROPIC_API_KEY": "arch_legacy"}}));
         let original = root.clone();
         let mut journal = EnvJournal::default();
-        let plan = EnvPlan::for_proxy(&virtual_key());
+        let plan = EnvPlan::for_proxy(&virtual_key(), None);
         apply(&mut root, &plan, &mut journal).unwrap();
         let once = root.clone();
         apply(&mut root, &plan, &mut journal).unwrap();
@@ -398,8 +466,18 @@ mod tests {
     fn mode_switch_drops_the_stale_token_and_revert_goes_back_to_before_the_first_setup() {
         let mut root = Map::new();
         let mut journal = EnvJournal::default();
-        apply(&mut root, &EnvPlan::for_proxy(&virtual_key()), &mut journal).unwrap();
-        apply(&mut root, &EnvPlan::for_proxy(&passthrough()), &mut journal).unwrap();
+        apply(
+            &mut root,
+            &EnvPlan::for_proxy(&virtual_key(), None),
+            &mut journal,
+        )
+        .unwrap();
+        apply(
+            &mut root,
+            &EnvPlan::for_proxy(&passthrough(), None),
+            &mut journal,
+        )
+        .unwrap();
         let env = root["env"].as_object().unwrap();
         assert!(!env.contains_key("ANTHROPIC_AUTH_TOKEN"));
         assert_eq!(env[HEADERS_KEY].as_str().unwrap().lines().count(), 2);
@@ -412,7 +490,12 @@ mod tests {
     fn undo_keeps_values_the_user_changed() {
         let mut root = Map::new();
         let mut journal = EnvJournal::default();
-        apply(&mut root, &EnvPlan::for_proxy(&passthrough()), &mut journal).unwrap();
+        apply(
+            &mut root,
+            &EnvPlan::for_proxy(&passthrough(), None),
+            &mut journal,
+        )
+        .unwrap();
         let env = root["env"].as_object_mut().unwrap();
         env.insert("ANTHROPIC_BASE_URL".into(), json!("https://mine.example"));
         let headers = env[HEADERS_KEY].as_str().unwrap().to_string();
@@ -442,7 +525,7 @@ mod tests {
         };
         let mut root = obj(json!({"env": {"AWS_REGION": "eu-west-1"}}));
         let mut journal = EnvJournal::default();
-        let plan = EnvPlan::for_proxy(&proxy);
+        let plan = EnvPlan::for_proxy(&proxy, None);
         assert!(plan.holds_secret());
         apply(&mut root, &plan, &mut journal).unwrap();
         assert_eq!(root["env"]["AWS_REGION"], "eu-west-1");
@@ -451,11 +534,42 @@ mod tests {
     }
 
     #[test]
+    fn a_helper_replaces_the_token_and_revert_restores_the_users_helper() {
+        let mut root = obj(json!({"apiKeyHelper": "~/bin/my-key", "env": {}}));
+        let original = root.clone();
+        let mut journal = EnvJournal::default();
+        let plan = EnvPlan::for_proxy(
+            &virtual_key(),
+            Some("/x/archestra-connect credential".into()),
+        );
+        assert!(!plan.holds_secret());
+        apply(&mut root, &plan, &mut journal).unwrap();
+        assert_eq!(root["apiKeyHelper"], "/x/archestra-connect credential");
+        assert!(root["env"].get("ANTHROPIC_AUTH_TOKEN").is_none());
+        apply(&mut root, &plan, &mut journal).unwrap();
+        undo(&mut root, &journal);
+        assert_eq!(root, original);
+
+        // Falling back to the file later takes our helper out again.
+        let mut root = Map::new();
+        let mut journal = EnvJournal::default();
+        apply(&mut root, &plan, &mut journal).unwrap();
+        apply(
+            &mut root,
+            &EnvPlan::for_proxy(&virtual_key(), None),
+            &mut journal,
+        )
+        .unwrap();
+        assert!(root.get("apiKeyHelper").is_none());
+        assert!(root["env"]["ANTHROPIC_AUTH_TOKEN"].is_string());
+    }
+
+    #[test]
     fn refuses_a_non_object_env() {
         let mut root = obj(json!({"env": "x"}));
         let err = apply(
             &mut root,
-            &EnvPlan::for_proxy(&passthrough()),
+            &EnvPlan::for_proxy(&passthrough(), None),
             &mut EnvJournal::default(),
         );
         assert!(err.is_err());

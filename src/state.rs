@@ -112,6 +112,22 @@ pub struct SetupState {
     /// Keys of earlier setups on this machine still to revoke on the server.
     #[serde(default)]
     pub keys_to_revoke: Vec<Secret>,
+    /// The keyring entry holding the virtual key; then `payload` holds no key.
+    #[serde(default)]
+    pub keyring_account: Option<String>,
+}
+
+impl SetupState {
+    /// Return this machine's key: from the payload, else from the keyring.
+    pub fn machine_key(&self) -> Option<Secret> {
+        if let Some(key) = self.payload.proxy.as_ref().and_then(|p| p.machine_key()) {
+            return Some(key.clone());
+        }
+        let account = self.keyring_account.as_ref()?;
+        crate::secret_store::load(account, crate::secret_store::KEYRING_TIMEOUT)
+            .ok()
+            .map(Secret::new)
+    }
 }
 
 impl SetupState {
@@ -147,9 +163,17 @@ impl SetupState {
     }
 
     /// Write the record atomically with mode 0600, stamping `updated_at`.
+    ///
+    /// A key kept in the keyring is left out of the file, whatever the payload in memory says.
     pub fn save(&mut self, path: &Path) -> Result<(), StateError> {
         self.updated_at = now_rfc3339();
-        let mut text = serde_json::to_string_pretty(self).expect("the state record serialises");
+        let mut on_disk = self.clone();
+        if on_disk.keyring_account.is_some()
+            && let Some(proxy) = on_disk.payload.proxy.as_mut()
+        {
+            proxy.virtual_key = None;
+        }
+        let mut text = serde_json::to_string_pretty(&on_disk).expect("the state record serialises");
         text.push('\n');
         write_atomic(path, text.as_bytes(), true).map_err(StateError::Write)
     }

@@ -512,7 +512,7 @@ fn dry_run_changes_nothing() {
     let world = World::new();
     fs::write(world.settings(), "{}\n").unwrap();
     let link = world.mint(&virtual_key(&world.origin));
-    let out = world.connect(&["setup", &link, "--dry-run"]);
+    let out = world.connect(&["setup", &link, "--dry-run", "--secret-store", "file"]);
     assert!(out.status.success(), "{}", show(&out));
     let err = stderr(&out);
     assert!(
@@ -529,6 +529,17 @@ fn dry_run_changes_nothing() {
                 .is_none()
     );
     assert!(!world.state_file().exists());
+
+    // By default the plan offers the keyring first.
+    let link = world.mint(&virtual_key(&world.origin));
+    let out = world.connect(&["setup", &link, "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stderr(&out).contains("in the OS keyring"), "{}", show(&out));
+    assert!(
+        !stderr(&out).contains("set ANTHROPIC_AUTH_TOKEN"),
+        "{}",
+        show(&out)
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod credential;
 mod revert;
 mod setup;
 mod status;
@@ -14,5 +15,6 @@ pub fn run(command: Command, printer: &Printer) -> Result<(), Failure> {
         Command::Setup(args) => setup::setup(&args, printer),
         Command::Revert(args) => revert::revert(&args, printer),
         Command::Status(args) => status::status(&args, printer),
+        Command::Credential(args) => credential::credential(&args),
     }
 }

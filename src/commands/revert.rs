@@ -490,6 +490,8 @@ fn apply(
     } else {
         None
     };
+    // Read the key before anything else: it may live in the keyring entry removed below.
+    let machine_key = state.and_then(SetupState::machine_key);
 
     // Plugins, then the marketplace.
     if let Some(claude) = &claude {
@@ -573,11 +575,9 @@ fn apply(
     // The server side.
     let mut keys = undo.keys_to_revoke.clone();
     if args.revoke_key
-        && let Some(key) = state
-            .and_then(|s| s.payload.proxy.as_ref())
-            .and_then(|p| p.machine_key())
+        && let Some(key) = machine_key
     {
-        keys.push(key.clone());
+        keys.push(key);
     }
     if let (Some(origin), false) = (&undo.origin, keys.is_empty()) {
         let client = redeem::http_client(Duration::from_secs(args.timeout.max(1)))?;
@@ -599,6 +599,18 @@ fn apply(
         let text = "there is no state record, so this machine's key is unknown; revoke it on the Archestra LLM Proxy page".to_string();
         printer.warn(&text);
         warnings.push(text);
+    }
+
+    if let Some(account) = state.and_then(|s| s.keyring_account.as_ref()) {
+        if let Err(e) = crate::secret_store::delete(account, crate::secret_store::KEYRING_TIMEOUT) {
+            // Keep the record: a later revert retries the deletion.
+            return Err(Failure::new(
+                FAILED,
+                anyhow!("could not delete the key from the keyring: {e}"),
+            )
+            .hint("unlock your keyring, then run `archestra-connect revert` again"));
+        }
+        printer.done("Deleted the key from the OS keyring");
     }
 
     SetupState::remove(&paths.state_file()).with_context(|| {

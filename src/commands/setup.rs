@@ -272,12 +272,9 @@ fn redeem_link(
         s.finish_and_clear();
     }
     match result {
-        Ok(redeemed) => {
+        Ok(payload) => {
             printer.done(&format!("Redeemed the setup link at {}", source.origin));
-            if redeemed.from_script {
-                printer.note("  The server answered with a setup script (read, never run); its values passed the same checks as a JSON payload.");
-            }
-            Ok(redeemed.payload)
+            Ok(payload)
         }
         Err(e) => {
             let offer = e.link_is_spent() && can_prompt();
@@ -1174,8 +1171,13 @@ fn summarise(run: &Run, payload: &SetupPayload, origin: &str, json_out: bool) {
     }
     if let Some(place) = key_location(run, payload) {
         let text = match place {
-            "keyring" => "in the OS keyring; Claude Code reads it through `apiKeyHelper`".to_string(),
-            _ => format!("in {}, readable by you only", paths.display(&paths.settings)),
+            "keyring" => {
+                "in the OS keyring; Claude Code reads it through `apiKeyHelper`".to_string()
+            }
+            _ => format!(
+                "in {}, readable by you only",
+                paths.display(&paths.settings)
+            ),
         };
         printer.note(&format!("  This machine's key is {text}."));
     }

@@ -23,6 +23,7 @@ use crate::exit::Failure;
 use crate::paths::ClaudePaths;
 use crate::printer::Printer;
 use crate::redeem;
+use crate::secret_store;
 use crate::settings::JsonFile;
 use crate::state::{Phase, SetupState};
 
@@ -32,7 +33,8 @@ pub const NOT_CONNECTED: i32 = 2;
 pub const PROBLEMS: i32 = 3;
 
 /// Keys whose effective value and source `status` reports.
-const EFFECTIVE_KEYS: [&str; 6] = [
+const EFFECTIVE_KEYS: [&str; 7] = [
+    "apiKeyHelper",
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_AUTH_TOKEN",
     "ANTHROPIC_API_KEY",
@@ -316,16 +318,41 @@ fn build(paths: &ClaudePaths, args: &StatusArgs) -> Result<Report, Failure> {
         plugins.clear();
     }
 
-    let effective = effective_config(paths, &env, &mut problems, origin.as_deref());
+    let effective = effective_config(
+        paths,
+        &with_helper(&settings),
+        &mut problems,
+        origin.as_deref(),
+    );
     let holds_secret = env.values().filter_map(Value::as_str).any(is_archestra_key)
         || header_lines.iter().any(|l| l.contains("arch_"));
-    let secret_store = holds_secret.then(|| "settings.json".to_string());
+    let in_keyring = state.as_ref().and_then(|s| s.keyring_account.clone());
+    let secret_store = if in_keyring.is_some() {
+        Some("keyring".to_string())
+    } else {
+        holds_secret.then(|| "settings.json".to_string())
+    };
 
     let mut checks = Vec::new();
     if args.check
         && let Some(origin) = &origin
     {
-        checks = live_checks(origin, &effective, &env, args);
+        let mut helper_key = None;
+        if let Some(account) = &in_keyring {
+            let (ok, detail) = match secret_store::load(account, secret_store::KEYRING_TIMEOUT) {
+                Ok(key) => {
+                    helper_key = Some(key);
+                    (true, "the key is in the OS keyring".to_string())
+                }
+                Err(e) => (false, format!("{e}; Claude Code cannot get its key")),
+            };
+            checks.push(Check {
+                name: "keyring".into(),
+                ok,
+                detail,
+            });
+        }
+        checks.extend(live_checks(origin, &effective, &env, args, helper_key));
     }
 
     Ok(Report {
@@ -453,11 +480,24 @@ fn effective_config(
     out
 }
 
+/// The env block of a settings file, with its top-level `apiKeyHelper` beside it.
 fn env_of(path: &Path) -> Map<String, Value> {
-    JsonFile::read(path)
-        .ok()
-        .and_then(|f| f.root.get("env").and_then(Value::as_object).cloned())
-        .unwrap_or_default()
+    match JsonFile::read(path) {
+        Ok(file) => with_helper(&file.root),
+        Err(_) => Map::new(),
+    }
+}
+
+fn with_helper(root: &Map<String, Value>) -> Map<String, Value> {
+    let mut env = root
+        .get("env")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(helper) = root.get("apiKeyHelper") {
+        env.insert("apiKeyHelper".into(), helper.clone());
+    }
+    env
 }
 
 fn live_checks(
@@ -465,6 +505,7 @@ fn live_checks(
     effective: &[Effective],
     env: &Map<String, Value>,
     args: &StatusArgs,
+    helper_key: Option<String>,
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let Ok(client) = redeem::http_client(Duration::from_secs(args.timeout.max(1))) else {
@@ -510,6 +551,9 @@ fn live_checks(
             .body(r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"ping"}]}"#);
         if let Some(t) = raw("ANTHROPIC_AUTH_TOKEN") {
             req = req.bearer_auth(t);
+        } else if let Some(k) = &helper_key {
+            // What Claude Code does with an `apiKeyHelper`'s output: both headers.
+            req = req.bearer_auth(k).header("x-api-key", k);
         }
         if let Some(k) = raw("ANTHROPIC_API_KEY") {
             req = req.header("x-api-key", k);

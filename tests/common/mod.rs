@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod git_http;
+pub mod keyring;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

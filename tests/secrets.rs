@@ -1,0 +1,452 @@
+//! Secrets off disk: the virtual key in a real Secret Service read back through
+//! `apiKeyHelper`, the file fallback without one, and a canary scan for leaks.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use archestra_proxy::TokenState;
+use common::keyring::KeyringSession;
+use common::{World, fake_claude, mode, passthrough, real_claude, show, stderr, virtual_key};
+use serde_json::Value;
+
+/// A mock Anthropic API on 127.0.0.1 that records the headers of each request.
+struct MockUpstream {
+    origin: String,
+    seen: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+}
+
+fn mock_upstream() -> MockUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || answer(stream, &record));
+        }
+    });
+    MockUpstream { origin, seen }
+}
+
+fn answer(mut stream: std::net::TcpStream, record: &Mutex<Vec<Vec<(String, String)>>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let (method, path) = {
+            let mut p = line.split_whitespace();
+            (
+                p.next().unwrap_or("").to_string(),
+                p.next().unwrap_or("").to_string(),
+            )
+        };
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        headers.push((":path".into(), path.clone()));
+        record.lock().unwrap().push(headers);
+
+        let streaming = String::from_utf8_lossy(&body).contains("\"stream\":true");
+        let (ctype, text) = if method == "HEAD" || !path.contains("/v1/messages") {
+            ("application/json", "{}".to_string())
+        } else if streaming {
+            ("text/event-stream", sse_reply())
+        } else {
+            ("application/json", json_reply())
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
+            text.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        if method != "HEAD" {
+            let _ = stream.write_all(text.as_bytes());
+        }
+    }
+}
+
+fn json_reply() -> String {
+    r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"hello from the mock"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":4}}"#.into()
+}
+
+fn sse_reply() -> String {
+    let events = [
+        (
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hello from the mock"}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4}}"#,
+        ),
+        ("message_stop", r#"{"type":"message_stop"}"#),
+    ];
+    events
+        .iter()
+        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
+        .collect()
+}
+
+/// A world whose installer runs reach a real, unlocked Secret Service.
+fn keyring_world() -> (World, KeyringSession) {
+    let mut world = World::new();
+    let session = KeyringSession::start(&world.home, world.dir.path());
+    world.env.extend(session.env());
+    (world, session)
+}
+
+/// Run the `apiKeyHelper` command the way Claude Code does: through `/bin/sh -c`.
+fn run_helper(world: &World, helper: &str) -> std::process::Output {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", helper])
+        .env_clear()
+        .env("HOME", &world.home);
+    for (k, v) in &world.env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_virtual_key_lives_in_the_keyring_and_reaches_the_api_through_the_helper() {
+    let (world, _session) = keyring_world();
+    let mock = mock_upstream();
+    // The payload's proxy URL points at the mock; the link itself goes to the companion.
+    let minted = world
+        .store()
+        .create_setup(&virtual_key(&world.origin), &mock.origin)
+        .unwrap();
+    let link = minted.url.replace(&mock.origin, &world.origin);
+
+    let out = world.connect(&["setup", &link, "--yes", "--secret-store", "keyring"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("Stored the virtual key in the OS keyring"),
+        "{}",
+        show(&out)
+    );
+
+    let settings = world.read_json(&world.settings());
+    assert!(
+        settings["env"].get("ANTHROPIC_AUTH_TOKEN").is_none(),
+        "{settings}"
+    );
+    let helper = settings["apiKeyHelper"]
+        .as_str()
+        .expect("an apiKeyHelper")
+        .to_string();
+    assert!(helper.contains(" credential --account "), "{helper}");
+
+    // The helper prints the key, and it is a live key on the server.
+    let printed = run_helper(&world, &helper);
+    assert!(printed.status.success(), "{}", show(&printed));
+    let key = String::from_utf8(printed.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let record = world
+        .store()
+        .key_state(&key)
+        .unwrap()
+        .expect("the server knows the key");
+    assert!(!record.revoked);
+
+    // Neither settings.json nor the state record holds the key.
+    for file in [world.settings(), world.state_file()] {
+        assert!(
+            !fs::read_to_string(&file).unwrap().contains(&key),
+            "{}",
+            file.display()
+        );
+    }
+
+    // The real Claude Code, in print mode, sends the helper's key to the API.
+    let mut claude = Command::new(real_claude());
+    claude
+        .args(["-p", "hello"])
+        .current_dir(world.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", &world.home)
+        .env("CLAUDE_CONFIG_DIR", &world.config)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in &world.env {
+        claude.env(k, v);
+    }
+    let out = claude.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello from the mock"),
+        "{}",
+        show(&out)
+    );
+    let seen = mock.seen.lock().unwrap().clone();
+    let messages: Vec<_> = seen
+        .iter()
+        .filter(|h| {
+            h.iter()
+                .any(|(k, v)| k == ":path" && v.contains("/v1/messages"))
+        })
+        .collect();
+    assert!(
+        !messages.is_empty(),
+        "no request reached the mock: {seen:?}"
+    );
+    for headers in messages {
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("x-api-key").as_deref(), Some(key.as_str()));
+        assert_eq!(get("authorization"), Some(format!("Bearer {key}")));
+    }
+
+    // status knows where the key lives, and --check can read it.
+    let out = world.connect(&["status", "--json", "--check"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["secretStore"], "keyring", "{report}");
+    let keyring_check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "keyring")
+        .unwrap();
+    assert_eq!(keyring_check["ok"], true);
+
+    // revert removes the helper and the keyring entry, and can revoke the key.
+    let out = world.connect(&["revert", "--yes", "--revoke-key"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        !world.settings().exists(),
+        "setup created settings.json; revert removes it"
+    );
+    assert!(
+        !run_helper(&world, &helper).status.success(),
+        "the keyring entry is still there"
+    );
+    assert!(world.store().key_state(&key).unwrap().unwrap().revoked);
+}
+
+#[test]
+fn without_a_keyring_the_key_falls_back_to_a_private_settings_file() {
+    let world = World::new();
+    let link = world.mint(&virtual_key(&world.origin));
+    // No session bus at all: the keyring fails at once.
+    let out = world.connect(&["setup", &link, "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no keyring answered"), "{err}");
+    assert!(err.contains("readable by you only"), "{err}");
+    let settings = world.read_json(&world.settings());
+    assert!(
+        settings["env"]["ANTHROPIC_AUTH_TOKEN"]
+            .as_str()
+            .unwrap()
+            .starts_with("arch_")
+    );
+    assert!(settings.get("apiKeyHelper").is_none());
+    assert_eq!(mode(&world.settings()), 0o600);
+    let report: Value =
+        serde_json::from_slice(&world.connect(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(report["secretStore"], "settings.json");
+}
+
+#[test]
+fn asking_for_the_keyring_without_one_fails_before_the_link_is_used() {
+    let world = World::new();
+    let link = world.mint(&virtual_key(&world.origin));
+    let out = world.connect(&["setup", &link, "--yes", "--secret-store", "keyring"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).contains("--secret-store file"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(world.token_state(&link), TokenState::Unused);
+    assert!(!world.settings().exists());
+}
+
+/// Every file under `dir`, except those in `skip`.
+fn files_under(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if skip.contains(&path) {
+            continue;
+        }
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            files_under(&path, skip, out);
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn a_canary_secret_never_leaks_into_output_logs_argv_or_other_files() {
+    for (mode_name, keyring) in [("virtual-key", true), ("passthrough", false)] {
+        let (mut world, session) = keyring_world();
+        if !keyring {
+            drop(session);
+            world.env.clear();
+        }
+        let git = common::git_http::GitServer::start(
+            &common::root().join("fixtures/marketplace"),
+            &world.dir.path().join("git"),
+        );
+        let mut req = if keyring {
+            virtual_key(&world.origin)
+        } else {
+            passthrough(&world.origin)
+        };
+        req.skills_url = Some(git.url());
+        req.marketplace = Some("acme-skills".into());
+        let link = world.mint(&req);
+        let token = link.rsplit('/').next().unwrap().to_string();
+
+        // Run everything verbosely, with a debug log, through the argv-recording fake claude.
+        let argv_log = world.dir.path().join("argv.log");
+        let extra: Vec<(&str, String)> = vec![
+            ("ARCHESTRA_CLAUDE_BIN", fake_claude().display().to_string()),
+            ("FAKE_CLAUDE_REAL", real_claude().display().to_string()),
+            ("FAKE_CLAUDE_LOG", argv_log.display().to_string()),
+            ("ARCHESTRA_CONNECT_LOG", "trace".into()),
+        ];
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let captured = std::cell::RefCell::new(String::new());
+        let run = |args: &[&str]| {
+            let out = world.connect_with(args, &extra);
+            let mut all = captured.borrow_mut();
+            all.push_str(&String::from_utf8_lossy(&out.stdout));
+            all.push_str(&String::from_utf8_lossy(&out.stderr));
+            out
+        };
+        let out = run(&["-v", "setup", &link, "--yes", "--json"]);
+        assert!(out.status.success(), "{mode_name}: {}", show(&out));
+
+        // The canary: this machine's key, found where it is meant to be.
+        let settings = world.read_json(&world.settings());
+        let key = if keyring {
+            let helper = settings["apiKeyHelper"].as_str().unwrap().to_string();
+            String::from_utf8(run_helper(&world, &helper).stdout)
+                .unwrap()
+                .trim()
+                .to_string()
+        } else {
+            settings["env"]["ANTHROPIC_CUSTOM_HEADERS"]
+                .as_str()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            key.starts_with("arch_") && key.len() == 69,
+            "{mode_name}: {key}"
+        );
+
+        run(&["-v", "status"]);
+        run(&["status", "--json", "--check"]);
+        run(&["-v", "setup", "--resume", "--yes"]);
+        let out = run(&["-v", "revert", "--yes", "--dry-run"]);
+        assert!(out.status.success(), "{}", show(&out));
+
+        for secret in [&key, &token] {
+            let all = captured.borrow();
+            assert!(
+                !all.contains(secret.as_str()),
+                "{mode_name}: a secret reached the output:\n{all}"
+            );
+        }
+        let argv = fs::read_to_string(&argv_log).unwrap();
+        assert!(
+            !argv.contains(&key) && !argv.contains(&token),
+            "{mode_name}: argv: {argv}"
+        );
+
+        // Every file written, except where the passthrough key is meant to be: settings.json
+        // (Claude Code sends it from there) and the state record (0600, for `--revoke-key`).
+        let mut files = Vec::new();
+        let intended = if keyring {
+            vec![]
+        } else {
+            vec![world.settings(), world.state_file()]
+        };
+        files_under(&world.home, &intended, &mut files);
+        files.push(argv_log.clone());
+        assert!(files.len() > 3, "{files:?}");
+        for file in files {
+            let bytes = fs::read(&file).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(&key),
+                "{mode_name}: the key is in {}",
+                file.display()
+            );
+            assert!(
+                !text.contains(&token),
+                "{mode_name}: the token is in {}",
+                file.display()
+            );
+        }
+
+        // And revert, for real, leaves no trace of the key anywhere under HOME.
+        let out = run(&["-v", "revert", "--yes"]);
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(!captured.borrow().contains(&key), "{mode_name}");
+        let mut files = Vec::new();
+        files_under(&world.home, &[], &mut files);
+        for file in files {
+            let text = String::from_utf8_lossy(&fs::read(&file).unwrap()).to_string();
+            assert!(
+                !text.contains(&key),
+                "{mode_name}: after revert the key is in {}",
+                file.display()
+            );
+        }
+    }
+}

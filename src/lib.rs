@@ -12,6 +12,7 @@ pub mod lock;
 pub mod paths;
 pub mod printer;
 pub mod redeem;
+pub mod script;
 pub mod secret_store;
 pub mod settings;
 pub mod state;

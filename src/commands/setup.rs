@@ -272,9 +272,12 @@ fn redeem_link(
         s.finish_and_clear();
     }
     match result {
-        Ok(payload) => {
+        Ok(redeemed) => {
             printer.done(&format!("Redeemed the setup link at {}", source.origin));
-            Ok(payload)
+            if redeemed.from_script {
+                printer.note("  The server answered with a setup script (read, never run); its values passed the same checks as a JSON payload.");
+            }
+            Ok(redeemed.payload)
         }
         Err(e) => {
             let offer = e.link_is_spent() && can_prompt();

@@ -8,11 +8,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 # git serves the marketplace fixture over smart HTTP; dbus-daemon and gnome-keyring give
-# the keyring tests a real Secret Service on a private session bus.
+# the keyring tests a real Secret Service on a private session bus; tmux drives the
+# terminal tests.
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} for the tests" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -227,7 +227,12 @@ impl Claude {
         tracing::debug!(args = %shown, cwd = %dir.display(), "running claude");
 
         let started = Instant::now();
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        // Its own process group: Ctrl-C in the terminal reaches us, not the step in progress,
+        // which finishes so that the state record can say it is done.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
             .args(args.iter().map(OsString::from))
             .current_dir(dir)
             .stdin(Stdio::null())

@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The version with the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ARCHESTRA_BUILD_COMMIT"),
+    ")"
+);
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    done
@@ -15,7 +23,7 @@ Exit codes:
 
 /// Connect Claude Code to an Archestra deployment, and undo it again.
 #[derive(Debug, Parser)]
-#[command(name = "archestra-connect", version, after_help = EXIT_CODES)]
+#[command(name = "archestra-connect", version = VERSION, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Print only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -46,6 +54,28 @@ pub enum Command {
     /// Print this machine's virtual key from the OS keyring (Claude Code's `apiKeyHelper`).
     #[command(after_help = CREDENTIAL_HELP)]
     Credential(CredentialArgs),
+
+    /// Print a shell completion script, e.g. `archestra-connect completions bash > …`.
+    Completions(CompletionsArgs),
+
+    /// Write the man pages of every command into a directory (used by install/install.sh).
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
+}
+
+/// Flags of `archestra-connect completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Flags of `archestra-connect manpages`.
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// The directory to write `archestra-connect*.1` into; created when missing.
+    pub dir: PathBuf,
 }
 
 const CREDENTIAL_HELP: &str = "\
@@ -167,13 +197,22 @@ Examples:
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// The setup link from the Connect page, a pasted `curl … | bash` line, or a bare
-    /// `archestra_con_…` token (then with `--server`).
-    #[arg(value_name = "LINK-OR-TOKEN", required_unless_present = "resume")]
+    /// `archestra_con_…` token (then with `--server`). Without one, `--server` starts
+    /// browser approval instead.
+    #[arg(
+        value_name = "LINK-OR-TOKEN",
+        required_unless_present_any = ["resume", "server"]
+    )]
     pub link: Option<String>,
 
-    /// The deployment's address, for a bare token.
+    /// The deployment's address, for a bare token. Given alone, without a link, setup asks
+    /// the deployment for a connection and you approve this machine in the browser.
     #[arg(long, env = "ARCHESTRA_URL", value_name = "URL")]
     pub server: Option<String>,
+
+    /// With browser approval: print the approval page's address instead of opening it.
+    #[arg(long)]
+    pub no_open: bool,
 
     /// Allow a plain http link to a host other than this machine.
     #[arg(long)]

@@ -8,6 +8,8 @@ pub const SUCCESS: i32 = 0;
 pub const FAILED: i32 = 1;
 /// Setup or revert stopped part way; the state record says what was done.
 pub const PARTIAL: i32 = 3;
+/// Interrupted by Ctrl-C (the shell's convention, 128 + SIGINT).
+pub const INTERRUPTED: i32 = 130;
 
 /// A command's failure: the error, what to do about it, and the exit code.
 pub struct Failure {

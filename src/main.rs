@@ -15,6 +15,7 @@ fn main() {
     };
     init_logging(verbosity);
     let printer = Printer::new(verbosity);
+    archestra_connect::interrupt::install();
 
     let code = match commands::run(cli.command, &printer) {
         Ok(()) => exit::SUCCESS,

@@ -80,6 +80,17 @@ fn check_scheme(url: &Url, allow_http: bool) -> Result<(), InputError> {
     }
 }
 
+/// Check a deployment's address and return it without a trailing slash.
+pub fn parse_server(server: &str, allow_http: bool) -> Result<String, InputError> {
+    let base = Url::parse(server.trim().trim_end_matches('/'))
+        .map_err(|_| InputError::BadServer(shown(server)))?;
+    if base.host_str().is_none() || base.query().is_some() || base.fragment().is_some() {
+        return Err(InputError::BadServer(shown(server)));
+    }
+    check_scheme(&base, allow_http)?;
+    Ok(base.as_str().trim_end_matches('/').to_string())
+}
+
 /// Work out the setup source from a link, a pasted `curl … | bash` line, or a bare token.
 pub fn parse_input(
     input: &str,
@@ -89,13 +100,7 @@ pub fn parse_input(
     let input = input.trim();
     if is_setup_token(input) {
         let server = server.ok_or(InputError::NeedServer)?;
-        let base = Url::parse(server.trim().trim_end_matches('/'))
-            .map_err(|_| InputError::BadServer(shown(server)))?;
-        if base.host_str().is_none() {
-            return Err(InputError::BadServer(shown(server)));
-        }
-        check_scheme(&base, allow_http)?;
-        let origin = base.as_str().trim_end_matches('/').to_string();
+        let origin = parse_server(server, allow_http)?;
         return Ok(SetupSource {
             url: Secret::new(format!("{origin}{SETUP_SCRIPT_PATH}{input}")),
             origin,

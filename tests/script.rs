@@ -488,3 +488,92 @@ fn a_script_of_an_unknown_shape_stops_setup_before_anything_changes() {
     assert!(!world.settings().exists());
     assert!(!world.state_file().exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// A machine the old script set up.
+
+#[test]
+fn setup_takes_over_a_machine_set_up_by_the_old_script_without_a_second_backup() {
+    let world = World::new();
+    // What the old script leaves: its one-time backup, our env keys and header lines beside
+    // the user's own, and the gateway registered at user scope.
+    let pristine = "{\n  \"theme\": \"dark\"\n}\n";
+    let backup = world.config.join("settings.json.archestra-backup");
+    fs::write(&backup, pristine).unwrap();
+    let old_key = format!("arch_{}", "7".repeat(64));
+    let settings = serde_json::json!({
+        "theme": "dark",
+        "env": {
+            "ANTHROPIC_BASE_URL": format!("{}/v1/anthropic", world.origin),
+            "ANTHROPIC_CUSTOM_HEADERS": format!("X-Team: a\nX-Archestra-Agent-Id: anthropic_claude_code\nX-Archestra-Virtual-Key: {old_key}"),
+            "MINE": "1"
+        }
+    });
+    fs::write(
+        world.settings(),
+        serde_json::to_string_pretty(&settings).unwrap(),
+    )
+    .unwrap();
+    let old_url = format!("{}/v1/mcp/old-gateway", world.origin);
+    let add = world.claude(&[
+        "mcp",
+        "add",
+        "--scope",
+        "user",
+        "--transport",
+        "http",
+        "archestra",
+        &old_url,
+    ]);
+    assert!(add.status.success(), "{}", show(&add));
+    let out = world.connect(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("by the old setup script"),
+        "{}",
+        show(&out)
+    );
+
+    let link = world.mint(&common::passthrough(&world.origin));
+    let out = world.connect(&["setup", &link, "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // The old backup is the one kept, untouched; no second copy of settings.json appears.
+    assert_eq!(fs::read_to_string(&backup).unwrap(), pristine);
+    let backups: Vec<String> = fs::read_dir(&world.config)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("settings.json") && name != "settings.json")
+        .collect();
+    assert_eq!(backups, ["settings.json.archestra-backup"]);
+
+    // Our header lines are replaced, not added a second time; the user's stay.
+    let after = world.read_json(&world.settings());
+    let headers = after["env"]["ANTHROPIC_CUSTOM_HEADERS"].as_str().unwrap();
+    let lines: Vec<&str> = headers.lines().collect();
+    assert_eq!(lines.len(), 3, "{headers}");
+    assert_eq!(lines[0], "X-Team: a");
+    assert_eq!(lines[1], "X-Archestra-Agent-Id: anthropic_claude_code");
+    assert!(
+        lines[2].starts_with("X-Archestra-Virtual-Key: arch_"),
+        "{headers}"
+    );
+    assert!(!headers.contains(&old_key), "{headers}");
+    assert_eq!(after["env"]["MINE"], "1");
+    assert_eq!(after["theme"], "dark");
+
+    // The gateway the old script registered is replaced by this setup's.
+    let servers = world.read_json(&world.claude_json())["mcpServers"].clone();
+    assert_eq!(
+        servers,
+        serde_json::json!({"archestra": {"type": "http", "url": format!("{}/v1/mcp/default", world.origin)}})
+    );
+
+    // From now on the machine is this installer's: status reads the state record.
+    let out = world.connect(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("by the old setup script"),
+        "{}",
+        show(&out)
+    );
+}

@@ -4,125 +4,14 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use archestra_proxy::TokenState;
 use common::keyring::KeyringSession;
+use common::mock_upstream::{MockUpstream, REPLY_TEXT};
 use common::{World, fake_claude, mode, passthrough, real_claude, show, stderr, virtual_key};
 use serde_json::Value;
-
-/// A mock Anthropic API on 127.0.0.1 that records the headers of each request.
-struct MockUpstream {
-    origin: String,
-    seen: Arc<Mutex<Vec<Vec<(String, String)>>>>,
-}
-
-fn mock_upstream() -> MockUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let record = record.clone();
-            std::thread::spawn(move || answer(stream, &record));
-        }
-    });
-    MockUpstream { origin, seen }
-}
-
-fn answer(mut stream: std::net::TcpStream, record: &Mutex<Vec<Vec<(String, String)>>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let (method, path) = {
-            let mut p = line.split_whitespace();
-            (
-                p.next().unwrap_or("").to_string(),
-                p.next().unwrap_or("").to_string(),
-            )
-        };
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
-            let h = h.trim_end().to_string();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
-        headers.push((":path".into(), path.clone()));
-        record.lock().unwrap().push(headers);
-
-        let streaming = String::from_utf8_lossy(&body).contains("\"stream\":true");
-        let (ctype, text) = if method == "HEAD" || !path.contains("/v1/messages") {
-            ("application/json", "{}".to_string())
-        } else if streaming {
-            ("text/event-stream", sse_reply())
-        } else {
-            ("application/json", json_reply())
-        };
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\n\r\n",
-            text.len()
-        );
-        let _ = stream.write_all(head.as_bytes());
-        if method != "HEAD" {
-            let _ = stream.write_all(text.as_bytes());
-        }
-    }
-}
-
-fn json_reply() -> String {
-    r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"hello from the mock"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":4}}"#.into()
-}
-
-fn sse_reply() -> String {
-    let events = [
-        (
-            "message_start",
-            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}"#,
-        ),
-        (
-            "content_block_start",
-            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-        ),
-        (
-            "content_block_delta",
-            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hello from the mock"}}"#,
-        ),
-        (
-            "content_block_stop",
-            r#"{"type":"content_block_stop","index":0}"#,
-        ),
-        (
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4}}"#,
-        ),
-        ("message_stop", r#"{"type":"message_stop"}"#),
-    ];
-    events
-        .iter()
-        .map(|(e, d)| format!("event: {e}\ndata: {d}\n\n"))
-        .collect()
-}
 
 /// A world whose installer runs reach a real, unlocked Secret Service.
 fn keyring_world() -> (World, KeyringSession) {
@@ -147,7 +36,7 @@ fn run_helper(world: &World, helper: &str) -> std::process::Output {
 #[test]
 fn the_virtual_key_lives_in_the_keyring_and_reaches_the_api_through_the_helper() {
     let (world, _session) = keyring_world();
-    let mock = mock_upstream();
+    let mock = MockUpstream::start();
     // The payload's proxy URL points at the mock; the link itself goes to the companion.
     let minted = world
         .store()
@@ -214,31 +103,22 @@ fn the_virtual_key_lives_in_the_keyring_and_reaches_the_api_through_the_helper()
     let out = claude.output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("hello from the mock"),
+        String::from_utf8_lossy(&out.stdout).contains(REPLY_TEXT),
         "{}",
         show(&out)
     );
-    let seen = mock.seen.lock().unwrap().clone();
-    let messages: Vec<_> = seen
-        .iter()
-        .filter(|h| {
-            h.iter()
-                .any(|(k, v)| k == ":path" && v.contains("/v1/messages"))
-        })
+    let messages: Vec<_> = mock
+        .seen()
+        .into_iter()
+        .filter(|r| r.target.contains("/v1/messages"))
         .collect();
-    assert!(
-        !messages.is_empty(),
-        "no request reached the mock: {seen:?}"
-    );
-    for headers in messages {
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(get("x-api-key").as_deref(), Some(key.as_str()));
-        assert_eq!(get("authorization"), Some(format!("Bearer {key}")));
+    assert!(!messages.is_empty(), "no request reached the mock");
+    for request in messages {
+        assert_eq!(request.header("x-api-key"), Some(key.as_str()));
+        assert_eq!(
+            request.header("authorization"),
+            Some(format!("Bearer {key}").as_str())
+        );
     }
 
     // status knows where the key lives, and --check can read it.

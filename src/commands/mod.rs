@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod credential;
+mod generate;
 mod revert;
 mod setup;
 mod status;
@@ -16,5 +17,7 @@ pub fn run(command: Command, printer: &Printer) -> Result<(), Failure> {
         Command::Revert(args) => revert::revert(&args, printer),
         Command::Status(args) => status::status(&args, printer),
         Command::Credential(args) => credential::credential(&args),
+        Command::Completions(args) => generate::completions(&args),
+        Command::Manpages(args) => generate::manpages(&args),
     }
 }

@@ -157,7 +157,9 @@ pub fn revert(args: &RevertArgs, printer: &Printer) -> Result<(), Failure> {
     }
 
     let mut warnings = Vec::new();
+    crate::interrupt::set_applying(true);
     let result = apply(args, printer, &paths, state.as_ref(), &undo, &mut warnings);
+    crate::interrupt::set_applying(false);
     if let Err(failure) = result {
         let mut failure = failure;
         failure.code = PARTIAL;

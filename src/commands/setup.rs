@@ -24,6 +24,7 @@ use archestra_wire::{
     AuthMode, Provider, ProxySection, Secret, SetupPayload, mask_secret, redact_url,
 };
 
+use crate::approval;
 use crate::claude::{self, Claude};
 use crate::claude_config::{
     self, McpEntry, installed_plugins, is_our_http_entry, marketplace_declaration, mcp_entries,
@@ -31,7 +32,8 @@ use crate::claude_config::{
 };
 use crate::cli::SetupArgs;
 use crate::env_block::{self, EnvPlan, HEADERS_KEY, SECRET_KEYS};
-use crate::exit::{FAILED, Failure, PARTIAL};
+use crate::exit::{FAILED, Failure, INTERRUPTED, PARTIAL};
+use crate::interrupt;
 use crate::lock::InstallLock;
 use crate::paths::ClaudePaths;
 use crate::printer::{Printer, can_prompt};
@@ -58,6 +60,17 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
         ),
         None => None,
     };
+    // With `--server` and no link, the user approves this machine in the browser instead.
+    let approval_origin = match (&args.link, &args.server) {
+        (None, Some(server)) if !args.resume => {
+            Some(redeem::parse_server(server, args.allow_http).map_err(|e| {
+                Failure::new(FAILED, e).hint(
+                    "pass the deployment's address, e.g. `--server https://archestra.example.com`",
+                )
+            })?)
+        }
+        _ => None,
+    };
     let paths = ClaudePaths::from_env()?;
     let mut claude = find_claude(args, timeout)?;
     printer.detail(&format!(
@@ -73,7 +86,12 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
             .hint("wait for it to finish, then run this command again; the link was not used")
     })?;
     let previous = SetupState::load(&paths.state_file())?;
-    check_previous(previous.as_ref(), source.as_ref(), args)?;
+    let new_origin = source.as_ref().map(|s| s.origin.as_str());
+    check_previous(
+        previous.as_ref(),
+        new_origin.or(approval_origin.as_deref()),
+        args,
+    )?;
     if args.secret_store == StoreChoice::Keyring {
         probe_keyring()?;
     }
@@ -81,6 +99,18 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
 
     // Redeem, or take the payload the interrupted setup was applying.
     let client = redeem::http_client(timeout)?;
+    let source = match approval_origin {
+        Some(origin) => {
+            let options = approval::Options {
+                open_browser: !args.no_open,
+                device_name: approval::device_name(),
+            };
+            let approved = approval::approve_in_browser(&client, &origin, &options, printer)
+                .map_err(approval::ApprovalError::into_failure)?;
+            Some(approved)
+        }
+        None => source,
+    };
     let payload = match (&source, &previous) {
         (Some(source), _) => redeem_link(&client, source, printer, timeout)?,
         (None, Some(prev)) => {
@@ -154,6 +184,7 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
         store_choice: args.secret_store,
         key_store: None,
     };
+    interrupt::set_applying(true);
     run.save()?;
     let result = run.apply(&plan, &client);
     if let Err(failure) = result {
@@ -161,6 +192,7 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
     }
     run.state.phase = Phase::Complete;
     run.save().map_err(partial)?;
+    interrupt::set_applying(false);
 
     summarise(&run, &payload, &origin, args.json);
     if !args.json && !args.yes && can_prompt() {
@@ -231,21 +263,21 @@ fn check_settings_shape(file: &JsonFile) -> Result<(), SettingsError> {
 
 fn check_previous(
     previous: Option<&SetupState>,
-    source: Option<&SetupSource>,
+    origin: Option<&str>,
     args: &SetupArgs,
 ) -> Result<(), Failure> {
-    match (previous, source) {
+    match (previous, origin) {
         (None, None) => Err(Failure::new(
             FAILED,
             anyhow!("there is no interrupted setup to resume"),
         )
         .hint("run `archestra-connect setup <link>` with a link from the Archestra Connect page")),
-        (Some(prev), Some(source)) if prev.origin != source.origin => Err(Failure::new(
+        (Some(prev), Some(origin)) if prev.origin != origin => Err(Failure::new(
             FAILED,
             anyhow!(
                 "this machine is connected to {} already, and the link is for {}",
                 prev.origin,
-                source.origin
+                origin
             ),
         )
         .hint(
@@ -263,11 +295,7 @@ fn redeem_link(
     timeout: Duration,
 ) -> Result<SetupPayload, Failure> {
     let spinner = printer.spinner(&format!("Redeeming the setup link at {}", source.origin));
-    let device = hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown".into());
-    let result = redeem::redeem(client, source, &device, timeout);
+    let result = redeem::redeem(client, source, &approval::device_name(), timeout);
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
@@ -652,6 +680,13 @@ fn start_state(
 }
 
 fn partial(failure: Failure) -> Failure {
+    if interrupt::interrupted() {
+        return Failure::new(
+            INTERRUPTED,
+            anyhow!("setup was interrupted; every step it finished is in the state record"),
+        )
+        .hint("run `archestra-connect setup --resume` to finish, or `archestra-connect revert` to undo it");
+    }
     let mut failure = failure;
     failure.code = PARTIAL;
     failure
@@ -699,11 +734,14 @@ impl Run<'_> {
 
     fn apply(&mut self, plan: &Plan, client: &reqwest::blocking::Client) -> Result<(), Failure> {
         self.back_up()?;
+        stop_if_interrupted()?;
         if let Some(mcp) = &plan.mcp {
             self.register_gateway(mcp)?;
+            stop_if_interrupted()?;
         }
         if let Some(skills) = &plan.skills {
             self.install_skills(skills)?;
+            stop_if_interrupted()?;
         }
         if let Some(proxy) = &plan.proxy {
             let helper = if plan.try_keyring {
@@ -1155,6 +1193,7 @@ fn summarise(run: &Run, payload: &SetupPayload, origin: &str, json_out: bool) {
             "backup": backup.as_ref().map(|_| &paths.backup),
             "stateFile": paths.state_file(),
             "claudeCalls": run.claude.calls().len(),
+            "ownCpuMs": own_cpu_ms(),
         }));
         return;
     }
@@ -1248,4 +1287,25 @@ fn key_location(run: &Run, payload: &SetupPayload) -> Option<&'static str> {
     let proxy = payload.proxy.as_ref()?;
     proxy.machine_key()?;
     Some(run.key_store.unwrap_or("file"))
+}
+
+/// Stop between two steps when Ctrl-C was pressed; `partial` words the message.
+fn stop_if_interrupted() -> Result<(), Failure> {
+    if interrupt::interrupted() {
+        return Err(Failure::new(INTERRUPTED, anyhow!("interrupted")));
+    }
+    Ok(())
+}
+
+/// Return the CPU time this process used itself, children excluded, in milliseconds.
+///
+/// Reported in `--json` so that the benchmark can tell our work from Claude Code's.
+fn own_cpu_ms() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which sits in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The kernel reports in clock ticks of 1/100 s on every Linux we run on.
+    Some(ticks * 10.0)
 }

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,6 @@ pub struct GitServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    pub root: PathBuf,
 }
 
 impl GitServer {
@@ -65,7 +64,6 @@ impl GitServer {
             port,
             stop,
             thread: Some(thread),
-            root: root.to_path_buf(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod git_http;
 pub mod keyring;
+pub mod mock_upstream;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -50,6 +51,11 @@ pub struct World {
 impl World {
     /// Make a world with a running companion server.
     pub fn new() -> World {
+        World::with_server(|_| {})
+    }
+
+    /// Make a world whose companion server's configuration `adjust` changes first.
+    pub fn with_server(adjust: impl FnOnce(&mut ServerConfig)) -> World {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let config = home.join(".claude");
@@ -58,6 +64,7 @@ impl World {
         let mut cfg = ServerConfig::new(db.clone());
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.redeem_limit_per_minute = 1000;
+        adjust(&mut cfg);
         let server = BackgroundServer::start(cfg).expect("the companion server starts");
         let origin = server.origin();
         World {

@@ -6,11 +6,17 @@
 //! before it changes anything on the user's machine. `docs/protocol.md` describes the
 //! routes, statuses and error bodies around it.
 
+mod connection;
 mod error;
 mod payload;
 mod secret;
 mod validate;
 
+pub use connection::{
+    CLIENT_CONNECTIONS_PATH, CLIENT_CONNECTIONS_POLL_PATH, ConnectionStatus, PollConnectionRequest,
+    PollConnectionResponse, StartConnectionRequest, StartedConnection, device_setup_token,
+    is_device_code, is_user_code,
+};
 pub use error::{ApiError, ApiErrorBody};
 pub use payload::{
     AuthMode, CreateSetupRequest, HealthReport, HealthState, McpSection, MintedSetup, Provider,

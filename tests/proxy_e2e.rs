@@ -1,0 +1,121 @@
+//! The LLM proxy end to end with the real client: `archestra-connect setup` against the
+//! companion, then the real Claude Code CLI in print mode through the companion's data plane
+//! to a mock Anthropic upstream on 127.0.0.1.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use archestra_proxy::UsageQuery;
+use common::mock_upstream::{MODEL, MockUpstream, REPLY_TEXT, TOKENS};
+use common::{World, passthrough, real_claude, show};
+use wait_timeout::ChildExt;
+
+/// The user's own Anthropic credential, which passthrough mode must hand upstream unchanged.
+const USERS_OWN_KEY: &str = "sk-ant-api03-the-users-own-key-e2e";
+
+/// Run the real `claude` in `world` with the user's own API key; bounded so that a proxy
+/// that makes it retry for ever fails the test instead of hanging it.
+fn claude_print(world: &World, prompt: &str) -> Output {
+    let mut child = Command::new(real_claude())
+        .args(["-p", prompt])
+        .current_dir(world.dir.path())
+        .env("HOME", &world.home)
+        .env("CLAUDE_CONFIG_DIR", &world.config)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("ANTHROPIC_API_KEY", USERS_OWN_KEY)
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the real claude starts");
+    if child
+        .wait_timeout(Duration::from_secs(180))
+        .unwrap()
+        .is_none()
+    {
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn claude_print_mode_goes_through_the_proxy_with_the_users_credential_and_is_logged() {
+    let upstream = MockUpstream::start();
+    let mut world = World::with_server(|config| {
+        config.upstream = upstream.origin.parse().unwrap();
+    });
+
+    // Set up in passthrough mode, without an MCP gateway this test does not need.
+    let mut req = passthrough(&world.origin);
+    req.mcp_url = None;
+    req.mcp_name = None;
+    let link = world.mint(&req);
+    let out = world.connect(&["setup", &link, "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let settings = world.read_json(&world.settings());
+    assert_eq!(
+        settings["env"]["ANTHROPIC_BASE_URL"],
+        format!("{}/v1/anthropic", world.origin)
+    );
+
+    // The reply reaches the user.
+    let out = claude_print(&world, "hello");
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(REPLY_TEXT), "{}", show(&out));
+
+    // The upstream saw the user's own credential and none of ours.
+    let seen = upstream.seen();
+    let messages: Vec<_> = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.target.starts_with("/v1/messages"))
+        .collect();
+    assert!(
+        !messages.is_empty(),
+        "no Messages request arrived: {seen:#?}"
+    );
+    for request in &seen {
+        assert_eq!(
+            request.header("x-api-key"),
+            Some(USERS_OWN_KEY),
+            "{request:#?}"
+        );
+        let ours: Vec<_> = request
+            .headers
+            .keys()
+            .filter(|name| name.starts_with("x-archestra-"))
+            .collect();
+        assert!(ours.is_empty(), "{ours:?} went upstream");
+        assert!(request.header("anthropic-version").is_some());
+        let all = format!("{:?}", request.headers);
+        assert!(!all.contains("arch_"), "a virtual key went upstream: {all}");
+    }
+    assert!(
+        messages[0].target.contains("beta=true"),
+        "{}",
+        messages[0].target
+    );
+
+    // Stopping the companion writes every usage row; the Messages calls are attributed.
+    world.server.take().unwrap().stop();
+    let rows = world.store().usage_log(&UsageQuery::default()).unwrap();
+    let row = rows
+        .iter()
+        .find(|row| row.model.as_deref() == Some(MODEL))
+        .unwrap_or_else(|| panic!("no row for the mock's reply: {rows:#?}"));
+    assert_eq!(row.user.as_deref(), Some("dev@example.com"));
+    assert_eq!(row.agent_id.as_deref(), Some("anthropic_claude_code"));
+    assert_eq!(row.status, 200);
+    assert_eq!(row.outcome, "completed");
+    let (input, output, cache_write, cache_read) = TOKENS;
+    assert_eq!(row.usage.input_tokens, Some(input));
+    assert_eq!(row.usage.output_tokens, Some(output));
+    assert_eq!(row.usage.cache_creation_input_tokens, Some(cache_write));
+    assert_eq!(row.usage.cache_read_input_tokens, Some(cache_read));
+    assert_eq!(rows.len(), messages.len(), "{rows:#?}");
+}

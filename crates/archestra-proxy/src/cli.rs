@@ -38,6 +38,8 @@ pub enum Command {
     Keys(KeysCommand),
     /// Show the usage log: one row per request the LLM proxy handled, oldest first.
     Logs(LogsArgs),
+    /// Approve (or deny) a machine waiting in `archestra-connect setup --server`, by its code.
+    Approve(ApproveArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +180,56 @@ pub struct CreateArgs {
     /// Print {"command", "url", "expiresAt", "tokenStart"} as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+// Free-text values take leading hyphens for the same reason as in `CreateArgs`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Approving mints a setup for the waiting machine, with the options below, valid until the
+request expires (10 minutes after the machine asked); the machine redeems it on its next poll.")]
+pub struct ApproveArgs {
+    /// The code the machine shows, e.g. ABCD-EFGH (case and dash do not matter)
+    #[arg(value_name = "USER-CODE")]
+    pub user_code: String,
+
+    /// E-mail address of the user who approves, and whom the setup is for
+    #[arg(long, value_name = "EMAIL", allow_hyphen_values = true)]
+    pub user: String,
+
+    /// Deny the request instead; the machine stops waiting and changes nothing
+    #[arg(long, conflicts_with_all = ["mode", "provider", "mcp_url", "mcp_name", "skills_url", "marketplace", "plugins"])]
+    pub deny: bool,
+
+    /// How Claude Code authenticates to the LLM proxy
+    #[arg(long, value_enum, default_value_t = ModeArg::Passthrough)]
+    pub mode: ModeArg,
+
+    /// LLM provider Claude Code talks to through the proxy
+    #[arg(long, value_enum, default_value_t = ProviderArg::Anthropic)]
+    pub provider: ProviderArg,
+
+    /// MCP gateway URL to register in Claude Code
+    #[arg(long, value_name = "URL", allow_hyphen_values = true)]
+    pub mcp_url: Option<String>,
+
+    /// Name to register the MCP gateway under [default: archestra]
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub mcp_name: Option<String>,
+
+    /// Git URL of a skills marketplace to add
+    #[arg(long, value_name = "URL", allow_hyphen_values = true)]
+    pub skills_url: Option<String>,
+
+    /// Name the marketplace declares for itself; required with --skills-url
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub marketplace: Option<String>,
+
+    /// Plugin to install from the marketplace; repeat for more
+    #[arg(long = "plugin", value_name = "NAME", allow_hyphen_values = true)]
+    pub plugins: Vec<String>,
+
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

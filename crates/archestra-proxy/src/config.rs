@@ -20,6 +20,12 @@ pub const DEFAULT_REDEEM_LIMIT: u32 = 10;
 /// How long requests in flight may take to finish once shutdown begins, unless told otherwise.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a browser approval request stays open unless told otherwise, as in Archestra.
+pub const DEFAULT_CONNECT_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// Time between polls that clients of browser approval are told, unless told otherwise.
+pub const DEFAULT_CONNECT_INTERVAL: Duration = Duration::from_secs(3);
+
 /// Where the data plane forwards Messages API traffic unless told otherwise.
 pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
 
@@ -56,6 +62,10 @@ pub struct ServerConfig {
     pub provider_key: Option<Secret>,
     /// Whether each forwarded request gets a row in the usage log.
     pub record_usage: bool,
+    /// How long a browser approval request stays open.
+    pub connect_ttl: Duration,
+    /// Time between polls that clients of browser approval are told (whole seconds).
+    pub connect_poll_interval: Duration,
 }
 
 impl ServerConfig {
@@ -74,6 +84,8 @@ impl ServerConfig {
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             provider_key: None,
             record_usage: true,
+            connect_ttl: DEFAULT_CONNECT_TTL,
+            connect_poll_interval: DEFAULT_CONNECT_INTERVAL,
         }
     }
 }
@@ -96,6 +108,8 @@ impl fmt::Debug for ServerConfig {
             .field("upstream_timeout", &self.upstream_timeout)
             .field("provider_key", &self.provider_key)
             .field("record_usage", &self.record_usage)
+            .field("connect_ttl", &self.connect_ttl)
+            .field("connect_poll_interval", &self.connect_poll_interval)
             .finish()
     }
 }

@@ -16,8 +16,8 @@ mod store;
 mod test_support;
 
 pub use config::{
-    DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM,
-    DEFAULT_UPSTREAM_TIMEOUT, ServerConfig,
+    DEFAULT_CONNECT_INTERVAL, DEFAULT_CONNECT_TTL, DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT, ServerConfig,
 };
 pub use server::{BackgroundServer, Server};
 pub use setup::{
@@ -26,6 +26,7 @@ pub use setup::{
     validate_user,
 };
 pub use store::{
-    KeyRecord, Outcome, RedeemError, Redemption, RevokeOutcome, Store, StoreError, TokenState,
-    TokenUsage, UsageQuery, UsageRecord, UsageRow, schema_version,
+    ConnectionError, Decided, KeyRecord, NewConnection, Outcome, RedeemError, Redemption,
+    RevokeOutcome, Store, StoreError, TokenState, TokenUsage, UsageQuery, UsageRecord, UsageRow,
+    Verdict, normalize_user_code, schema_version,
 };

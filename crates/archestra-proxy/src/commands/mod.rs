@@ -1,5 +1,6 @@
 //! The subcommands, one file each, and what they share: logging and the database path.
 
+mod approve;
 mod keys;
 mod logs;
 mod serve;
@@ -35,6 +36,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => {
             init_logging("warn");
             logs::logs(args)
+        }
+        Command::Approve(args) => {
+            init_logging("warn");
+            approve::approve(args)
         }
     }
 }

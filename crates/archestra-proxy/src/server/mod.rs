@@ -4,6 +4,7 @@
 //! [`Server`] binds and serves until a shutdown signal; [`BackgroundServer`] runs one on its
 //! own thread and runtime for tests and embedding.
 
+mod connect;
 pub(crate) mod error;
 mod forward;
 mod health;
@@ -20,7 +21,8 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, bail};
 use archestra_wire::{
-    HEALTH_PATH, SELF_REVOKE_PATH, SETUP_SCRIPT_PATH, SETUPS_PATH, Secret, validate_url,
+    CLIENT_CONNECTIONS_PATH, CLIENT_CONNECTIONS_POLL_PATH, HEALTH_PATH, SELF_REVOKE_PATH,
+    SETUP_SCRIPT_PATH, SETUPS_PATH, Secret, validate_url,
 };
 use axum::Router;
 use axum::http::StatusCode;
@@ -55,6 +57,7 @@ pub(crate) struct AppState {
     limiter: RateLimiter,
     mcp_probe: McpProbe,
     data_plane: DataPlane,
+    connect: connect::ConnectState,
 }
 
 /// Build the router over `state`.
@@ -67,6 +70,8 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route(SELF_REVOKE_PATH, delete(revoke::revoke_self))
         .route(HEALTH_PATH, get(health::health))
+        .route(CLIENT_CONNECTIONS_PATH, post(connect::start))
+        .route(CLIENT_CONNECTIONS_POLL_PATH, post(connect::poll))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(request_log::log_request))
@@ -172,6 +177,7 @@ impl Server {
             limiter: RateLimiter::new(config.redeem_limit_per_minute),
             mcp_probe,
             data_plane,
+            connect: connect::ConnectState::new(config.connect_ttl, config.connect_poll_interval),
         };
         Ok(Server {
             listener,

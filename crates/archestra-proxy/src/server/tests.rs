@@ -32,6 +32,10 @@ fn fixture() -> Fixture {
         limiter: RateLimiter::new(10),
         mcp_probe: McpProbe::new(None).unwrap(),
         data_plane,
+        connect: super::connect::ConnectState::new(
+            config.connect_ttl,
+            config.connect_poll_interval,
+        ),
     };
     Fixture {
         _dir: dir,

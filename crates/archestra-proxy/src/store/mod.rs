@@ -5,6 +5,7 @@
 //! a single conditional `UPDATE`, so it stays exactly-once across processes. Tokens and keys
 //! are stored as SHA-256 hashes only.
 
+mod connections;
 mod schema;
 mod usage;
 mod watch;
@@ -28,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::secrets::{hash_secret, key_last_four, new_setup_token, new_virtual_key, token_start};
 use crate::setup::{FieldNames, KeyKind, McpChoice, SetupError, SetupSpec, SkillsChoice};
 
+pub use connections::{ConnectionError, Decided, NewConnection, Verdict, normalize_user_code};
 pub use schema::current_version as schema_version;
 pub use usage::{Outcome, TokenUsage, UsageQuery, UsageRecord, UsageRow};
 pub use watch::KeysFingerprint;
@@ -190,30 +192,13 @@ impl Store {
         let now = now_ms();
         let ttl_ms = i64::try_from(spec.ttl.as_millis()).unwrap_or(i64::MAX);
         let expires_at = now.saturating_add(ttl_ms);
-        let plugins = spec.skills.as_ref().map_or(&[][..], |s| &s.plugins[..]);
-        let plugins = serde_json::to_string(plugins)
-            .map_err(|e| StoreError::Corrupt(format!("could not encode plugin names: {e}")))?;
-
-        self.lock().execute(
-            "INSERT INTO setups (token_hash, token_start, user, mode, provider, mcp_name, mcp_url,
-                                 skills_url, marketplace, plugins, public_url, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                hash_secret(&token),
-                token_start(&token),
-                spec.user,
-                spec.mode.as_str(),
-                spec.provider.as_str(),
-                spec.mcp.as_ref().map(|m| &m.name),
-                spec.mcp.as_ref().map(|m| &m.url),
-                spec.skills.as_ref().map(|s| s.clone_url.expose()),
-                spec.skills.as_ref().map(|s| &s.marketplace),
-                plugins,
-                spec.public_url,
-                now,
-                expires_at,
-            ],
-        )?;
+        let row = NewSetupRow {
+            token_hash: &hash_secret(&token),
+            token_start: &token_start(&token),
+            created_at: now,
+            expires_at,
+        };
+        insert_setup_row(&self.lock(), spec, &row)?;
 
         let url = format!("{}{SETUP_SCRIPT_PATH}{token}", spec.public_url);
         Ok(MintedSetup {
@@ -399,6 +384,48 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
             source,
         }),
     }
+}
+
+/// Where and until when a new setup row redeems: its token is known by its hash only.
+struct NewSetupRow<'a> {
+    token_hash: &'a str,
+    token_start: &'a str,
+    created_at: i64,
+    expires_at: i64,
+}
+
+/// Insert a checked setup under a token hash; return its id.
+fn insert_setup_row(
+    conn: &Connection,
+    spec: &SetupSpec,
+    row: &NewSetupRow<'_>,
+) -> Result<i64, StoreError> {
+    let plugins = spec.skills.as_ref().map_or(&[][..], |s| &s.plugins[..]);
+    let plugins = serde_json::to_string(plugins)
+        .map_err(|e| StoreError::Corrupt(format!("could not encode plugin names: {e}")))?;
+    let id = conn.query_row(
+        "INSERT INTO setups (token_hash, token_start, user, mode, provider, mcp_name, mcp_url,
+                             skills_url, marketplace, plugins, public_url, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         RETURNING id",
+        params![
+            row.token_hash,
+            row.token_start,
+            spec.user,
+            spec.mode.as_str(),
+            spec.provider.as_str(),
+            spec.mcp.as_ref().map(|m| &m.name),
+            spec.mcp.as_ref().map(|m| &m.url),
+            spec.skills.as_ref().map(|s| s.clone_url.expose()),
+            spec.skills.as_ref().map(|s| &s.marketplace),
+            plugins,
+            spec.public_url,
+            row.created_at,
+            row.expires_at,
+        ],
+        |r| r.get(0),
+    )?;
+    Ok(id)
 }
 
 fn token_state_of(conn: &Connection, hash: &str, now: i64) -> rusqlite::Result<TokenState> {

@@ -61,6 +61,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_log_by_time ON usage_log(at);
     CREATE INDEX usage_log_by_user ON usage_log(user, at);",
+    // 3: browser approval requests; an approved one points at the setup it minted.
+    "CREATE TABLE client_connections (
+        id                TEXT    PRIMARY KEY,
+        device_code_hash  TEXT    NOT NULL UNIQUE,
+        token_hash        TEXT    NOT NULL UNIQUE,
+        token_start       TEXT    NOT NULL,
+        user_code         TEXT    NOT NULL,
+        client_id         TEXT    NOT NULL,
+        platform          TEXT    NOT NULL,
+        device_name       TEXT,
+        public_url        TEXT    NOT NULL,
+        status            TEXT    NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        created_at        INTEGER NOT NULL,
+        expires_at        INTEGER NOT NULL,
+        decided_at        INTEGER,
+        decided_by        TEXT,
+        setup_id          INTEGER REFERENCES setups(id)
+    );
+    CREATE INDEX client_connections_by_user_code ON client_connections(user_code, status);",
 ];
 
 /// Bring the database up to the newest schema this build knows.

@@ -19,3 +19,5 @@ mod lifecycle;
 mod self_revoke;
 // The data plane: forwarding, streaming, keys, usage rows, failures.
 mod data_plane;
+// Browser approval: `POST /api/client-connections`, polling, and `archestra-proxy approve`.
+mod connect;

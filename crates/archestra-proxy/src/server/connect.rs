@@ -1,0 +1,196 @@
+//! `POST /api/client-connections` and `POST /api/client-connections/poll`: browser approval.
+//!
+//! Steps of a start: count it against the client's start limit, check the body, store the
+//! request (the device code only as hashes), answer the codes and the approval page's path.
+//! A poll counts against its own, looser limit and answers where the request stands. A person
+//! decides the request with `archestra-proxy approve`; the client then redeems
+//! `archestra_con_<deviceCode>` on the usual route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archestra_wire::{
+    CLIENT_ID_CLAUDE_CODE, PollConnectionRequest, PollConnectionResponse, StartConnectionRequest,
+    StartedConnection, is_device_code,
+};
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiFailure, error_chain};
+use super::rate_limit::RateLimiter;
+use super::{AppState, run_blocking};
+
+/// Starts one client address may make per minute, as in Archestra.
+const START_LIMIT_PER_MINUTE: u32 = 10;
+
+/// Polls one client address may make per minute, as in Archestra.
+const POLL_LIMIT_PER_MINUTE: u32 = 120;
+
+/// Largest request body accepted, in bytes.
+const MAX_BODY: usize = 4 * 1024;
+
+/// Longest device name kept with a request.
+const MAX_DEVICE_NAME: usize = 100;
+
+/// Platforms a client may say it runs on.
+const PLATFORMS: [&str; 3] = ["linux", "macos", "windows"];
+
+/// What the two routes share.
+#[derive(Debug)]
+pub struct ConnectState {
+    ttl: Duration,
+    interval: Duration,
+    starts: RateLimiter,
+    polls: RateLimiter,
+}
+
+impl ConnectState {
+    /// Keep requests open for `ttl` and tell clients to poll every `interval`.
+    pub fn new(ttl: Duration, interval: Duration) -> ConnectState {
+        ConnectState {
+            ttl,
+            interval,
+            starts: RateLimiter::new(START_LIMIT_PER_MINUTE),
+            polls: RateLimiter::new(POLL_LIMIT_PER_MINUTE),
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiFailure {
+    ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, what: &str) -> Result<T, ApiFailure> {
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|_| {
+        bad_request(format!(
+            "the body is not {what}; see docs/protocol.md for its fields"
+        ))
+    })
+}
+
+/// Start a connection request.
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiFailure> {
+    state
+        .connect
+        .starts
+        .check(peer.ip(), Instant::now())
+        .map_err(ApiFailure::rate_limited)?;
+    let request: StartConnectionRequest = read_json(body, "a connection request").await?;
+    if request.client_id != CLIENT_ID_CLAUDE_CODE {
+        return Err(bad_request(format!(
+            "`clientId` must be `{CLIENT_ID_CLAUDE_CODE}`: this server connects Claude Code only"
+        )));
+    }
+    if !PLATFORMS.contains(&request.platform.as_str()) {
+        return Err(bad_request(
+            "`platform` must be `linux`, `macos` or `windows`",
+        ));
+    }
+    let device_name = request.device_name.as_deref().and_then(clean_device_name);
+
+    let ttl = state.connect.ttl;
+    let public_url = state.public_url.clone();
+    let platform = request.platform.clone();
+    let stored_name = device_name.clone();
+    let started = run_blocking(&state, move |store| {
+        store.start_connection(
+            CLIENT_ID_CLAUDE_CODE,
+            &platform,
+            stored_name.as_deref(),
+            &public_url,
+            ttl,
+        )
+    })
+    .await?
+    .map_err(|err| {
+        tracing::error!(error = %error_chain(&err), "could not store a connection request");
+        ApiFailure::internal(
+            "the server could not start the connection request; try again in a moment",
+        )
+    })?;
+
+    tracing::info!(
+        id = %started.id,
+        device = device_name.as_deref().unwrap_or("-"),
+        "connection request started"
+    );
+    let answer = StartedConnection {
+        verification_path: format!(
+            "/connection?clientId={CLIENT_ID_CLAUDE_CODE}&platform={}&connectRequest={}",
+            request.platform, started.id
+        ),
+        id: started.id,
+        device_code: started.device_code,
+        user_code: started.user_code,
+        expires_at: started.expires_at,
+        interval: state.connect.interval.as_secs().max(1),
+    };
+    Ok((StatusCode::OK, Json(answer)).into_response())
+}
+
+/// Say where a connection request stands.
+pub async fn poll(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Response, ApiFailure> {
+    state
+        .connect
+        .polls
+        .check(peer.ip(), Instant::now())
+        .map_err(ApiFailure::rate_limited)?;
+    let request: PollConnectionRequest = read_json(body, "a poll request").await?;
+    if !is_device_code(request.device_code.expose()) {
+        return Err(unknown_request());
+    }
+    let status = run_blocking(&state, move |store| {
+        store.connection_status(request.device_code.expose())
+    })
+    .await?
+    .map_err(|err| {
+        tracing::error!(error = %error_chain(&err), "could not read a connection request");
+        ApiFailure::internal(
+            "the server could not read the connection request; poll again in a moment",
+        )
+    })?
+    .ok_or_else(unknown_request)?;
+    Ok((StatusCode::OK, Json(PollConnectionResponse { status })).into_response())
+}
+
+fn unknown_request() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        "this server has no connection request with that device code; start a new one",
+    )
+}
+
+/// Strip control characters and cut the name to 100 characters; `None` when nothing is left.
+fn clean_device_name(raw: &str) -> Option<String> {
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(MAX_DEVICE_NAME)
+        .collect();
+    let cleaned = cleaned.trim_end().to_string();
+    (!cleaned.is_empty()).then_some(cleaned)
+}

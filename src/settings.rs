@@ -304,6 +304,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), Sett
     Ok(())
 }
 
+/// Check that a file can be written beside `path` (through a symlink), with room to spare.
+///
+/// Writes and removes a 64 KiB temporary file, so that a read-only or full file system is
+/// found before anything else happens, rather than half way through.
+pub fn probe_writable(path: &Path) -> Result<(), SettingsError> {
+    let target = resolve_target(path);
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fail = |source: io::Error| SettingsError::Write {
+        path: path.into(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(fail)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".archestra-connect-probe-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    tmp.write_all(&[0u8; 64 * 1024]).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,7 +175,9 @@ impl SetupState {
         }
         let mut text = serde_json::to_string_pretty(&on_disk).expect("the state record serialises");
         text.push('\n');
-        write_atomic(path, text.as_bytes(), true).map_err(StateError::Write)
+        write_atomic(path, text.as_bytes(), true).map_err(StateError::Write)?;
+        crash_point();
+        Ok(())
     }
 
     /// Delete the record; a missing record is not an error.
@@ -192,4 +194,28 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .expect("a current UTC time always formats")
+}
+
+/// Test hook: with `ARCHESTRA_CONNECT_CRASH_AT=N` set, the process kills itself with SIGKILL
+/// at its N-th crash point (after each saved step of setup, after each step of revert), so
+/// that the crash tests can stop it at every step. Unset, it costs one environment lookup.
+pub fn crash_point() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static REACHED: AtomicUsize = AtomicUsize::new(0);
+    let Some(at) = std::env::var("ARCHESTRA_CONNECT_CRASH_AT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if REACHED.fetch_add(1, Ordering::SeqCst) + 1 == at {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+        // SIGKILL is delivered before `kill` returns; never go on past a crash point.
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }

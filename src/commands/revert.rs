@@ -34,7 +34,8 @@ use crate::paths::ClaudePaths;
 use crate::printer::{Printer, can_prompt};
 use crate::redeem;
 use crate::settings::{JsonFile, parse_object, write_atomic};
-use crate::state::SetupState;
+use crate::state::{SetupState, crash_point};
+use std::path::PathBuf;
 
 /// Env keys the old script or setup may have written, and that revert may take out.
 const PROXY_KEYS: [&str; 7] = [
@@ -494,6 +495,10 @@ fn apply(
     };
     // Read the key before anything else: it may live in the keyring entry removed below.
     let machine_key = state.and_then(SetupState::machine_key);
+    let mut record = Record {
+        path: paths.state_file(),
+        state: state.cloned(),
+    };
 
     // Plugins, then the marketplace.
     if let Some(claude) = &claude {
@@ -504,6 +509,11 @@ fn apply(
                 return Err(claude.failure(&args, &out).into());
             }
             printer.done(&format!("Uninstalled the plugin `{id}`"));
+            record.update(|s| {
+                if let Some(skills) = s.skills.as_mut() {
+                    skills.plugins_installed.retain(|p| p != id);
+                }
+            })?;
         }
         if let Some(name) = &undo.marketplace {
             let args = [
@@ -519,6 +529,12 @@ fn apply(
                 return Err(claude.failure(&args, &out).into());
             }
             printer.done(&format!("Removed the plugin marketplace `{name}`"));
+            record.update(|s| {
+                if let Some(skills) = s.skills.as_mut() {
+                    skills.marketplace_added = false;
+                    skills.auto_update_set = false;
+                }
+            })?;
         }
 
         // The gateway, then what it replaced.
@@ -532,6 +548,13 @@ fn apply(
                 return Err(claude.failure(&args, &out).into());
             }
             printer.done(&format!("Removed the MCP server `{name}` ({scope} scope)"));
+            record.update(|s| {
+                if let Some(mcp) = s.mcp.as_mut()
+                    && mcp.name == *name
+                {
+                    mcp.registered = false;
+                }
+            })?;
         }
         for removed in &undo.restore_servers {
             let has_headers = removed
@@ -564,6 +587,11 @@ fn apply(
                 "Put back the earlier MCP server `{}`",
                 removed.name
             ));
+            record.update(|s| {
+                if let Some(mcp) = s.mcp.as_mut() {
+                    mcp.removed.retain(|r| r != removed);
+                }
+            })?;
         }
     }
 
@@ -573,6 +601,13 @@ fn apply(
     } else {
         revert_settings(paths, state, undo, printer, warnings)?;
     }
+    record.update(|s| {
+        s.env = Default::default();
+        s.env_done = false;
+        if let Some(skills) = s.skills.as_mut() {
+            skills.auto_update_set = false;
+        }
+    })?;
 
     // The server side.
     let mut keys = undo.keys_to_revoke.clone();
@@ -613,6 +648,7 @@ fn apply(
             .hint("unlock your keyring, then run `archestra-connect revert` again"));
         }
         printer.done("Deleted the key from the OS keyring");
+        record.update(|s| s.keyring_account = None)?;
     }
 
     SetupState::remove(&paths.state_file()).with_context(|| {
@@ -721,4 +757,27 @@ fn restore_backup(paths: &ClaudePaths, printer: &Printer) -> Result<(), Failure>
         paths.display(&paths.settings)
     ));
     Ok(())
+}
+
+/// The state record as revert takes setup's changes back: saved after each step, so that
+/// it stays true when revert is stopped half way, and the next revert goes on from there.
+struct Record {
+    path: PathBuf,
+    state: Option<SetupState>,
+}
+
+impl Record {
+    /// Change the record after a step and save it; without a record, only mark the step.
+    fn update(&mut self, change: impl FnOnce(&mut SetupState)) -> Result<(), Failure> {
+        match self.state.as_mut() {
+            Some(state) => {
+                change(state);
+                state.save(&self.path).with_context(|| {
+                    format!("could not record progress in `{}`", self.path.display())
+                })?;
+            }
+            None => crash_point(),
+        }
+        Ok(())
+    }
 }

@@ -81,6 +81,7 @@ pub fn setup(args: &SetupArgs, printer: &Printer) -> Result<(), Failure> {
     let settings = JsonFile::read(&paths.settings).map_err(unusable_file)?;
     check_settings_shape(&settings).map_err(unusable_file)?;
     let claude_json = read_claude_json(&paths.claude_json).map_err(unusable_file)?;
+    crate::settings::probe_writable(&paths.settings).map_err(unwritable)?;
     let _lock = InstallLock::acquire(&paths.lock_file()).map_err(|e| {
         Failure::new(FAILED, e)
             .hint("wait for it to finish, then run this command again; the link was not used")
@@ -1308,4 +1309,10 @@ fn own_cpu_ms() -> Option<f64> {
     let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     // The kernel reports in clock ticks of 1/100 s on every Linux we run on.
     Some(ticks * 10.0)
+}
+
+fn unwritable(e: SettingsError) -> Failure {
+    Failure::new(FAILED, e).hint(
+        "make room on that disk or make the folder writable, then run this command again; the link was not used",
+    )
 }

@@ -54,7 +54,7 @@ impl DataPlane {
     /// Set up the data plane of `config` over `store`; blocks while it opens the database.
     pub fn open(config: &ServerConfig, store: Arc<Store>) -> Result<DataPlane, DataPlaneError> {
         let upstream = UpstreamBase::new(&config.upstream)?;
-        let client = upstream::build_client()?;
+        let client = upstream::build_client(&config.upstream)?;
         let provider_key = config
             .provider_key
             .as_ref()
@@ -70,8 +70,9 @@ impl DataPlane {
         // batches must not wait behind the control plane's lock.
         let watcher = Arc::new(Store::open(&config.db_path)?);
         let (recorder, writer) = if config.record_usage {
-            let (recorder, thread) =
-                Recorder::start(Store::open(&config.db_path)?).map_err(DataPlaneError::Thread)?;
+            let writer = Store::open(&config.db_path)?;
+            writer.tune_for_usage_writes()?;
+            let (recorder, thread) = Recorder::start(writer).map_err(DataPlaneError::Thread)?;
             (Some(recorder), Some(thread))
         } else {
             (None, None)

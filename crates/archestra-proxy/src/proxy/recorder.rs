@@ -18,6 +18,10 @@ const QUEUE_CAPACITY: usize = 65_536;
 /// Most rows written in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// How long the writer lets rows pile up after the first one, so that a busy server commits
+/// a few large batches instead of many small ones.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(25);
+
 enum Message {
     Row(Box<UsageRecord>),
     Stop(oneshot::Sender<()>),
@@ -82,7 +86,10 @@ fn write_rows(store: &Store, mut inbox: mpsc::Receiver<Message>) {
     while let Some(first) = inbox.blocking_recv() {
         let mut stop = None;
         match first {
-            Message::Row(row) => batch.push(*row),
+            Message::Row(row) => {
+                batch.push(*row);
+                std::thread::sleep(LINGER);
+            }
             Message::Stop(done) => stop = Some(done),
         }
         while stop.is_none() && batch.len() < MAX_BATCH {

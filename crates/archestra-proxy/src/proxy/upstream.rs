@@ -1,11 +1,14 @@
 //! The HTTP client that talks to the upstream provider: rustls with the operating system's
 //! certificate roots, a keep-alive pool, and `TCP_NODELAY`.
+//!
+//! TLS is set up only for an `https` upstream: loading the system's roots costs memory and
+//! fails on hosts without any, which a plain `http` sidecar or mock does not need.
 
 use std::time::Duration;
 
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_platform_verifier::ConfigVerifierExt;
 use thiserror::Error;
@@ -20,7 +23,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The pooled client of the upstream.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+#[derive(Debug, Clone)]
+pub enum UpstreamClient {
+    /// For an `http` upstream.
+    Plain(Client<HttpConnector, RequestBody>),
+    /// For an `https` upstream.
+    Tls(Client<HttpsConnector<HttpConnector>, RequestBody>),
+}
+
+impl UpstreamClient {
+    /// Send `request` upstream, over a pooled connection when one is idle.
+    pub fn request(&self, request: hyper::Request<RequestBody>) -> ResponseFuture {
+        match self {
+            UpstreamClient::Plain(client) => client.request(request),
+            UpstreamClient::Tls(client) => client.request(request),
+        }
+    }
+}
 
 /// Why the upstream could not be set up.
 #[derive(Debug, Error)]
@@ -81,25 +100,29 @@ impl UpstreamBase {
     }
 }
 
-/// Build the pooled client; plain `http` upstreams are allowed for local mocks and sidecars.
-pub fn build_client() -> Result<UpstreamClient, UpstreamError> {
+/// Build the pooled client for `base`; plain `http` upstreams are allowed for local mocks
+/// and sidecars.
+pub fn build_client(base: &Url) -> Result<UpstreamClient, UpstreamError> {
     let mut http = HttpConnector::new();
     // Without it, small SSE writes can wait on delayed ACKs for tens of milliseconds.
     http.set_nodelay(true);
-    http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new());
 
+    if base.scheme() != "https" {
+        return Ok(UpstreamClient::Plain(builder.build(http)));
+    }
+    http.enforce_http(false);
     let tls = rustls::ClientConfig::with_platform_verifier().map_err(UpstreamError::Tls)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
+        .https_only()
         .enable_http1()
         .wrap_connector(http);
-
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(https))
+    Ok(UpstreamClient::Tls(builder.build(https)))
 }
 
 #[cfg(test)]
@@ -118,6 +141,15 @@ mod tests {
             nested.join("/v1/messages/count_tokens", None),
             "http://127.0.0.1:9/gw/v1/messages/count_tokens"
         );
+    }
+
+    #[test]
+    fn tls_is_set_up_for_https_upstreams_only() {
+        let plain = build_client(&Url::parse("http://127.0.0.1:9").unwrap()).unwrap();
+        assert!(matches!(plain, UpstreamClient::Plain(_)));
+        // Building the TLS client needs the system's roots; this image has them.
+        let tls = build_client(&Url::parse("https://api.anthropic.com").unwrap()).unwrap();
+        assert!(matches!(tls, UpstreamClient::Tls(_)));
     }
 
     #[test]

@@ -101,6 +101,18 @@ pub struct UsageRow {
 }
 
 impl Store {
+    /// Set this connection up for the usage writer: a small page cache, since rows are only
+    /// appended, and commits without an fsync each.
+    ///
+    /// In WAL mode a commit at `synchronous = NORMAL` survives a crash of the process; only
+    /// the last batches before a power loss can be lost, which a usage log can afford.
+    pub fn tune_for_usage_writes(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -256)?;
+        Ok(())
+    }
+
     /// Write `records` in one transaction.
     pub fn insert_usage(&self, records: &[UsageRecord]) -> Result<(), StoreError> {
         let mut conn = self.lock();

@@ -4,7 +4,8 @@
 //! request (the device code only as hashes), answer the codes and the approval page's path.
 //! A poll counts against its own, looser limit and answers where the request stands. A person
 //! decides the request with `archestra-proxy approve`; the client then redeems
-//! `archestra_con_<deviceCode>` on the usual route.
+//! `archestra_con_<deviceCode>` on the usual route. `GET /connection`, the page the client
+//! opens in the browser, shows the request's code and the command that approves it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +17,19 @@ use archestra_wire::{
 };
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiFailure, error_chain};
 use super::rate_limit::RateLimiter;
 use super::{AppState, run_blocking};
+use crate::store::ConnectionView;
+
+/// Path of the approval page the client opens; the query names the request.
+pub const APPROVAL_PAGE_PATH: &str = "/connection";
 
 /// Starts one client address may make per minute, as in Archestra.
 const START_LIMIT_PER_MINUTE: u32 = 10;
@@ -193,4 +199,78 @@ fn clean_device_name(raw: &str) -> Option<String> {
         .collect();
     let cleaned = cleaned.trim_end().to_string();
     (!cleaned.is_empty()).then_some(cleaned)
+}
+
+/// The approval page's query; only `connectRequest` matters.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageQuery {
+    connect_request: Option<String>,
+}
+
+/// Show a request's code and how to decide it. This server has no sign-in, so approving is
+/// done where its database is, with `archestra-proxy approve`.
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, ApiFailure> {
+    let id = query
+        .connect_request
+        .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit()));
+    let view = match id {
+        Some(id) => run_blocking(&state, move |store| store.connection_by_id(&id))
+            .await?
+            .map_err(|err| {
+                tracing::error!(error = %error_chain(&err), "could not read a connection request");
+                ApiFailure::internal(
+                    "the server could not read the connection request; reload in a moment",
+                )
+            })?,
+        None => None,
+    };
+    let html = render_page(view.as_ref());
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response())
+}
+
+fn render_page(view: Option<&ConnectionView>) -> String {
+    let body = match view {
+        None => "<p>This server knows no such connection request. Run <code>archestra-connect setup --server …</code> again to start a new one.</p>".to_string(),
+        Some(view) => {
+            let machine = escape_html(view.device_name.as_deref().unwrap_or("a machine"));
+            let code = escape_html(&view.user_code);
+            let state = match view.status {
+                archestra_wire::ConnectionStatus::Pending => format!(
+                    "<p>Check that the machine shows this code, then approve it where this server's database is:</p>\n<pre>archestra-proxy approve {code} --user you@example.com</pre>\n<p>Add the setup options of <code>setups create</code> (<code>--mcp-url</code>, <code>--mode</code>, …) as needed, or <code>--deny</code> to refuse it.</p>"
+                ),
+                archestra_wire::ConnectionStatus::Approved => "<p>This request was approved; the machine sets itself up now.</p>".into(),
+                archestra_wire::ConnectionStatus::Denied => "<p>This request was denied.</p>".into(),
+                archestra_wire::ConnectionStatus::Expired => "<p>This request expired. Run the command on the machine again to start a new one.</p>".into(),
+            };
+            format!(
+                "<p>Connection request from <strong>{machine}</strong> ({}), code</p>\n<p><strong style=\"font-size: 2em\">{code}</strong></p>\n{state}",
+                escape_html(&view.platform)
+            )
+        }
+    };
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Connect Claude Code</title></head>\n<body>\n<h1>Connect Claude Code</h1>\n{body}\n</body></html>\n"
+    )
+}
+
+fn escape_html(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }

@@ -72,6 +72,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route(HEALTH_PATH, get(health::health))
         .route(CLIENT_CONNECTIONS_PATH, post(connect::start))
         .route(CLIENT_CONNECTIONS_POLL_PATH, post(connect::poll))
+        .route(connect::APPROVAL_PAGE_PATH, get(connect::page))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(request_log::log_request))

@@ -57,6 +57,15 @@ pub struct Decided {
     pub setup_id: Option<i64>,
 }
 
+/// A request as its approval page shows it; nothing in it is a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionView {
+    pub user_code: String,
+    pub platform: String,
+    pub device_name: Option<String>,
+    pub status: ConnectionStatus,
+}
+
 /// Why a request could not be decided.
 #[derive(Debug, Error)]
 pub enum ConnectionError {
@@ -187,6 +196,34 @@ impl Store {
             _ if expires_at <= now_ms() => ConnectionStatus::Expired,
             _ => ConnectionStatus::Pending,
         }))
+    }
+
+    /// Describe the request with this id for its approval page; `None` if no request has it.
+    pub fn connection_by_id(&self, id: &str) -> Result<Option<ConnectionView>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT user_code, platform, device_name, status, expires_at
+                 FROM client_connections WHERE id = ?1",
+                [id],
+                |row| {
+                    let status: String = row.get(3)?;
+                    let expires_at: i64 = row.get(4)?;
+                    Ok(ConnectionView {
+                        user_code: row.get(0)?,
+                        platform: row.get(1)?,
+                        device_name: row.get(2)?,
+                        status: match status.as_str() {
+                            "approved" => ConnectionStatus::Approved,
+                            "denied" => ConnectionStatus::Denied,
+                            _ if expires_at <= now_ms() => ConnectionStatus::Expired,
+                            _ => ConnectionStatus::Pending,
+                        },
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
     }
 
     /// Approve or deny the pending request with this user code, as `approver`.

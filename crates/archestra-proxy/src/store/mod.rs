@@ -29,7 +29,9 @@ use time::format_description::well_known::Rfc3339;
 use crate::secrets::{hash_secret, key_last_four, new_setup_token, new_virtual_key, token_start};
 use crate::setup::{FieldNames, KeyKind, McpChoice, SetupError, SetupSpec, SkillsChoice};
 
-pub use connections::{ConnectionError, Decided, NewConnection, Verdict, normalize_user_code};
+pub use connections::{
+    ConnectionError, ConnectionView, Decided, NewConnection, Verdict, normalize_user_code,
+};
 pub use schema::current_version as schema_version;
 pub use usage::{Outcome, TokenUsage, UsageQuery, UsageRecord, UsageRow};
 pub use watch::KeysFingerprint;

@@ -80,6 +80,29 @@ fn an_approved_request_redeems_once_as_archestra_con_device_code() {
     );
     assert_eq!(status_of(&origin, &device_code), "pending");
 
+    // The page the installer opens shows the code and the command that approves it.
+    let page = client()
+        .get(format!(
+            "{origin}{}",
+            started["verificationPath"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = page.text().unwrap();
+    assert!(
+        page.contains(&format!("archestra-proxy approve {user_code}")),
+        "{page}"
+    );
+    assert!(page.contains("<strong>laptop</strong>"), "{page}");
+    assert!(!page.contains(&device_code), "{page}");
+
     let mcp_url = format!("{origin}/v1/mcp/default");
     let out = approve(
         &scratch,
@@ -158,6 +181,30 @@ fn malformed_and_unknown_requests_are_refused() {
     assert_eq!(answer.status(), 400);
 
     assert_eq!(poll(&origin, &"A".repeat(43)).status(), 404);
+
+    let answer = start_request(
+        &origin,
+        json!({ "clientId": "claude-code", "platform": "linux", "deviceName": "<script>x</script>" }),
+    );
+    let id = answer.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = client()
+        .get(format!("{origin}/connection?connectRequest={id}"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "{page}");
+    assert!(!page.contains("<script>"), "{page}");
+    let page = client()
+        .get(format!("{origin}/connection?connectRequest=ffff"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("knows no such connection request"), "{page}");
     assert_eq!(poll(&origin, "short").status(), 404);
 
     let out = approve(&scratch, &["ABCD-EFGH", "--user", "dev@example.com"]);

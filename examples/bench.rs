@@ -267,6 +267,14 @@ fn main() {
             })
             .collect()
     };
+    // The cost of starting any process here, measured in the same run, as the baseline.
+    let spawn_ms: Vec<f64> = (0..STARTUP_RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = Command::new("/bin/true").status();
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
     let mut status_ms = time_runs(&["status"]);
     let mut version_ms = time_runs(&["--version"]);
     let size_mb = fs::metadata(&connect).unwrap().len() as f64 / 1_000_000.0;
@@ -384,6 +392,23 @@ fn main() {
         format!("{version_p50:.1} / {:.1}", percentile(&mut version_ms, 0.9)),
         "< 3 ms",
         version_p50 < 3.0,
+    );
+    let spawn_p50 = median(&mut spawn_ms.clone());
+    row(
+        "baseline: starting /bin/true, p50 (ms)",
+        format!("{spawn_p50:.1}"),
+        "-",
+        true,
+    );
+    row(
+        "status / --version over the baseline",
+        format!(
+            "{:.1}x / {:.1}x",
+            status_p50 / spawn_p50,
+            version_p50 / spawn_p50
+        ),
+        "-",
+        true,
     );
     row(
         "binary size (MB)",

@@ -39,19 +39,32 @@ fn report(printer: &Printer, failure: &exit::Failure) {
 }
 
 /// Send tracing output to stderr: silent unless `-v` or `ARCHESTRA_CONNECT_LOG` asks for it.
+///
+/// `ARCHESTRA_CONNECT_LOG` takes `level` or `target=level,…` (e.g. `debug`, or
+/// `archestra_connect=trace`). It is parsed without regular expressions, which keeps the
+/// binary small and its start fast.
 fn init_logging(verbosity: Verbosity) {
-    use tracing_subscriber::EnvFilter;
-    let default = if verbosity == Verbosity::Verbose {
-        "archestra_connect=debug"
-    } else {
-        "off"
-    };
-    let filter = EnvFilter::try_from_env("ARCHESTRA_CONNECT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let from_env = std::env::var("ARCHESTRA_CONNECT_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok());
+    let filter = from_env.unwrap_or_else(|| {
+        let level = if verbosity == Verbosity::Verbose {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::OFF
+        };
+        Targets::new().with_target("archestra_connect", level)
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .without_time()
+                .with_target(false),
+        )
+        .with(filter)
         .init();
 }

@@ -574,4 +574,171 @@ mod tests {
         );
         assert!(err.is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-zA-Z0-9 é✓:_-]{0,12}".prop_map(Value::String),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    btree_map("[a-zA-Z]{1,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn env_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(json!(format!("arch_{}", "c".repeat(64)))),
+                Just(json!("archestra_legacy_key")),
+                Just(json!("sk-ant-user-key")),
+                Just(json!("https://elsewhere.example")),
+                "[a-z0-9]{0,8}".prop_map(Value::String),
+                any::<i32>().prop_map(|n| json!(n)),
+            ]
+        }
+
+        fn header_line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("X-Team: blue".to_string()),
+                Just("x-archestra-agent-id: old".to_string()),
+                Just(format!("X-Archestra-Virtual-Key: arch_{}", "d".repeat(64))),
+                Just("X-Other:2".to_string()),
+                "[A-Z][a-z]{1,5}: [a-z0-9 ]{0,6}",
+            ]
+        }
+
+        prop_compose! {
+            fn settings()(
+                top in btree_map("[a-zA-Z]{1,8}", value(), 0..5),
+                env in proptest::option::of(btree_map(
+                    prop_oneof![
+                        Just("ANTHROPIC_BASE_URL".to_string()),
+                        Just("ANTHROPIC_AUTH_TOKEN".to_string()),
+                        Just("ANTHROPIC_API_KEY".to_string()),
+                        Just("AWS_REGION".to_string()),
+                        Just("AWS_BEARER_TOKEN_BEDROCK".to_string()),
+                        "[A-Z_]{1,8}",
+                    ],
+                    env_value(),
+                    0..6,
+                )),
+                headers in proptest::option::of(vec(header_line(), 0..5)),
+                helper in proptest::option::of("[a-z/ ]{1,10}"),
+            ) -> Map<String, Value> {
+                let mut root: Map<String, Value> = top.into_iter().collect();
+                root.remove("env");
+                root.remove(API_KEY_HELPER);
+                if let Some(env) = env {
+                    let mut env: Map<String, Value> = env.into_iter().collect();
+                    if let Some(lines) = headers {
+                        env.insert(HEADERS_KEY.into(), json!(lines.join("\n")));
+                    }
+                    root.insert("env".into(), Value::Object(env));
+                }
+                if let Some(h) = helper {
+                    root.insert(API_KEY_HELPER.into(), json!(h));
+                }
+                root
+            }
+        }
+
+        fn plan() -> impl Strategy<Value = EnvPlan> {
+            (0..3usize, any::<bool>()).prop_map(|(kind, helper)| {
+                let proxy = match kind {
+                    0 => passthrough(),
+                    1 => virtual_key(),
+                    _ => ProxySection {
+                        provider: Provider::Bedrock,
+                        ..virtual_key()
+                    },
+                };
+                EnvPlan::for_proxy(
+                    &proxy,
+                    helper.then(|| "/bin/archestra-connect credential".into()),
+                )
+            })
+        }
+
+        fn user_lines(root: &Map<String, Value>) -> Vec<String> {
+            root.get("env")
+                .and_then(|e| e.get(HEADERS_KEY))
+                .and_then(Value::as_str)
+                .map(split_lines)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| !is_our_header(l))
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn merge_then_unmerge_gives_back_the_same_content(root in settings(), plan in plan()) {
+                let mut merged = root.clone();
+                let mut journal = EnvJournal::default();
+                apply(&mut merged, &plan, &mut journal).unwrap();
+                let kept = undo(&mut merged, &journal);
+                prop_assert!(kept.is_empty());
+                prop_assert_eq!(merged, root);
+            }
+
+            #[test]
+            fn merging_twice_equals_merging_once(root in settings(), plan in plan()) {
+                let mut once = root.clone();
+                let mut journal = EnvJournal::default();
+                apply(&mut once, &plan, &mut journal).unwrap();
+                let mut twice = once.clone();
+                apply(&mut twice, &plan, &mut journal).unwrap();
+                prop_assert_eq!(&twice, &once);
+                // And the second journal still undoes to the very first content.
+                undo(&mut twice, &journal);
+                prop_assert_eq!(twice, root);
+            }
+
+            #[test]
+            fn user_keys_and_header_lines_are_never_lost(root in settings(), plan in plan()) {
+                let mut merged = root.clone();
+                apply(&mut merged, &plan, &mut EnvJournal::default()).unwrap();
+                for (key, value) in &root {
+                    if key != "env" && key != API_KEY_HELPER {
+                        prop_assert_eq!(merged.get(key), Some(value));
+                    }
+                }
+                let ours: Vec<&str> = plan
+                    .set
+                    .iter()
+                    .chain(&plan.set_if_absent)
+                    .map(|(k, _)| k.as_str())
+                    .chain(plan.remove_archestra_values.iter().map(String::as_str))
+                    .chain([HEADERS_KEY])
+                    .collect();
+                let before = root.get("env").and_then(Value::as_object).cloned().unwrap_or_default();
+                let after = merged["env"].as_object().unwrap();
+                for (key, value) in &before {
+                    let replaced = ours.contains(&key.as_str())
+                        && (plan.set.iter().any(|(k, _)| k == key)
+                            || value.as_str().is_some_and(is_archestra_key));
+                    if !replaced && key != HEADERS_KEY {
+                        prop_assert_eq!(after.get(key), Some(value), "{} was lost", key);
+                    }
+                }
+                // Every user header line survives, in its order, ahead of ours.
+                let lines = split_lines(after[HEADERS_KEY].as_str().unwrap());
+                let users = user_lines(&root);
+                prop_assert_eq!(&lines[..users.len()], &users[..]);
+            }
+        }
+    }
 }

@@ -8,26 +8,41 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use archestra_proxy::UsageQuery;
+use archestra_wire::Secret;
+use common::keyring::KeyringSession;
 use common::mock_upstream::{MODEL, MockUpstream, REPLY_TEXT, TOKENS};
-use common::{World, passthrough, real_claude, show};
+use common::{World, passthrough, real_claude, show, virtual_key};
 use wait_timeout::ChildExt;
 
 /// The user's own Anthropic credential, which passthrough mode must hand upstream unchanged.
 const USERS_OWN_KEY: &str = "sk-ant-api03-the-users-own-key-e2e";
 
+/// The provider key the companion swaps in for virtual keys.
+const PROVIDER_KEY: &str = "sk-ant-api03-the-companions-provider-key-e2e";
+
 /// Run the real `claude` in `world` with the user's own API key; bounded so that a proxy
 /// that makes it retry for ever fails the test instead of hanging it.
 fn claude_print(world: &World, prompt: &str) -> Output {
-    let mut child = Command::new(real_claude())
+    claude_print_with(world, prompt, &[("ANTHROPIC_API_KEY", USERS_OWN_KEY)])
+}
+
+/// Run the real `claude` in `world` with extra environment and no credential of its own.
+fn claude_print_with(world: &World, prompt: &str, extra: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(real_claude());
+    command
         .args(["-p", prompt])
         .current_dir(world.dir.path())
         .env("HOME", &world.home)
         .env("CLAUDE_CONFIG_DIR", &world.config)
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_AUTOUPDATER", "1")
-        .env("ANTHROPIC_API_KEY", USERS_OWN_KEY)
+        .env_remove("ANTHROPIC_API_KEY")
         .env_remove("ANTHROPIC_AUTH_TOKEN")
-        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL");
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -118,4 +133,83 @@ fn claude_print_mode_goes_through_the_proxy_with_the_users_credential_and_is_log
     assert_eq!(row.usage.cache_creation_input_tokens, Some(cache_write));
     assert_eq!(row.usage.cache_read_input_tokens, Some(cache_read));
     assert_eq!(rows.len(), messages.len(), "{rows:#?}");
+}
+
+/// Set up `world` in virtual-key mode with `store`, run `claude -p` through the companion,
+/// and check that only the provider key went upstream and that the usage row is there.
+fn virtual_key_round_trip(
+    mut world: World,
+    upstream: &MockUpstream,
+    store: &str,
+    claude_env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut req = virtual_key(&world.origin);
+    req.mcp_url = None;
+    req.mcp_name = None;
+    let link = world.mint(&req);
+    let out = world.connect(&["setup", &link, "--yes", "--secret-store", store]);
+    assert!(out.status.success(), "{}", show(&out));
+    let settings = world.read_json(&world.settings());
+
+    let out = claude_print_with(&world, "hello", claude_env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(REPLY_TEXT),
+        "{}",
+        show(&out)
+    );
+
+    let seen = upstream.seen();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        assert_eq!(
+            request.header("x-api-key"),
+            Some(PROVIDER_KEY),
+            "{request:#?}"
+        );
+        assert_eq!(request.headers.get("x-api-key").map(Vec::len), Some(1));
+        assert!(request.header("authorization").is_none(), "{request:#?}");
+        let all = format!("{:?}", request.headers);
+        assert!(!all.contains("arch_"), "a virtual key went upstream: {all}");
+    }
+
+    world.server.take().unwrap().stop();
+    let rows = world.store().usage_log(&UsageQuery::default()).unwrap();
+    let row = rows
+        .iter()
+        .find(|row| row.model.as_deref() == Some(MODEL))
+        .unwrap_or_else(|| panic!("no row for the mock's reply: {rows:#?}"));
+    assert_eq!(row.user.as_deref(), Some("dev@example.com"));
+    assert_eq!(row.usage.output_tokens, Some(TOKENS.1));
+    settings
+}
+
+#[test]
+fn claude_with_a_bearer_virtual_key_gets_the_provider_key_swapped_in() {
+    let upstream = MockUpstream::start();
+    let world = World::with_server(|config| {
+        config.upstream = upstream.origin.parse().unwrap();
+        config.provider_key = Some(Secret::new(PROVIDER_KEY));
+    });
+    // The file store writes ANTHROPIC_AUTH_TOKEN, which Claude Code sends as a bearer token.
+    let settings = virtual_key_round_trip(world, &upstream, "file", &[]);
+    let token = settings["env"]["ANTHROPIC_AUTH_TOKEN"].as_str().unwrap();
+    assert!(token.starts_with("arch_"), "{settings}");
+}
+
+#[test]
+fn claude_with_the_keyring_helper_gets_the_provider_key_swapped_in() {
+    let upstream = MockUpstream::start();
+    let mut world = World::with_server(|config| {
+        config.upstream = upstream.origin.parse().unwrap();
+        config.provider_key = Some(Secret::new(PROVIDER_KEY));
+    });
+    let session = KeyringSession::start(&world.home, world.dir.path());
+    world.env.extend(session.env());
+    let env: Vec<(String, String)> = session.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // The helper's output goes as both `x-api-key` and `Authorization: Bearer`.
+    let settings = virtual_key_round_trip(world, &upstream, "keyring", &env);
+    assert!(settings["apiKeyHelper"].is_string(), "{settings}");
+    drop(session);
 }

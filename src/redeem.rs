@@ -212,6 +212,8 @@ impl RedeemError {
 /// Build the HTTP client: rustls with the system's roots, proxies from the environment,
 /// connect and total timeouts, and no redirects (a redirect could carry the token away).
 pub fn http_client(timeout: Duration) -> anyhow::Result<Client> {
+    // The process-wide TLS provider; a second call finds it installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::builder()
         .user_agent(concat!("archestra-connect/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10).min(timeout))

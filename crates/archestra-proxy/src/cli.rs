@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use archestra_proxy::{
-    DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_PUBLIC_URL, DEFAULT_REDEEM_LIMIT, DEFAULT_UPSTREAM,
-    DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_PUBLIC_URL, DEFAULT_REDEEM_LIMIT,
+    DEFAULT_SKILLS_CHECK_INTERVAL, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -100,6 +100,16 @@ pub struct ServeArgs {
     /// Do not write the usage log (`archestra-proxy logs` then shows nothing new)
     #[arg(long)]
     pub no_usage_log: bool,
+
+    /// Serve this marketplace folder (with `.claude-plugin/marketplace.json`) as a git
+    /// repository at /skills/marketplace.git; setups minted with `--skills-url
+    /// /skills/marketplace.git` hand each machine its own clone credential
+    #[arg(long, value_name = "DIR")]
+    pub skills_dir: Option<PathBuf>,
+
+    /// Seconds between looks at the skills folder for changes; 0 looks on every fetch
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_SKILLS_CHECK_INTERVAL.as_secs(), requires = "skills_dir")]
+    pub skills_check_interval: u64,
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,9 @@ pub const DEFAULT_UPSTREAM: &str = "https://api.anthropic.com";
 /// client gives up after ten.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How often, at most, the skills folder is looked at for changes unless told otherwise.
+pub const DEFAULT_SKILLS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Everything a server needs to start.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -66,6 +69,12 @@ pub struct ServerConfig {
     pub connect_ttl: Duration,
     /// Time between polls that clients of browser approval are told (whole seconds).
     pub connect_poll_interval: Duration,
+    /// Marketplace folder served as a git repository at `/skills/marketplace.git`; `None`
+    /// serves none.
+    pub skills_dir: Option<PathBuf>,
+    /// Shortest time between two looks at the skills folder for changes; zero looks on
+    /// every request for the refs.
+    pub skills_check_interval: Duration,
 }
 
 impl ServerConfig {
@@ -86,6 +95,8 @@ impl ServerConfig {
             record_usage: true,
             connect_ttl: DEFAULT_CONNECT_TTL,
             connect_poll_interval: DEFAULT_CONNECT_INTERVAL,
+            skills_dir: None,
+            skills_check_interval: DEFAULT_SKILLS_CHECK_INTERVAL,
         }
     }
 }
@@ -110,6 +121,8 @@ impl fmt::Debug for ServerConfig {
             .field("record_usage", &self.record_usage)
             .field("connect_ttl", &self.connect_ttl)
             .field("connect_poll_interval", &self.connect_poll_interval)
+            .field("skills_dir", &self.skills_dir)
+            .field("skills_check_interval", &self.skills_check_interval)
             .finish()
     }
 }

@@ -11,13 +11,15 @@ mod proxy;
 mod secrets;
 mod server;
 mod setup;
+mod skills;
 mod store;
 #[cfg(test)]
 mod test_support;
 
 pub use config::{
     DEFAULT_CONNECT_INTERVAL, DEFAULT_CONNECT_TTL, DEFAULT_LISTEN, DEFAULT_REDEEM_LIMIT,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT, ServerConfig,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_SKILLS_CHECK_INTERVAL, DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT, ServerConfig,
 };
 pub use server::{BackgroundServer, Server};
 pub use setup::{
@@ -25,8 +27,9 @@ pub use setup::{
     KeyKind, MAX_TTL, McpChoice, SetupError, SetupSpec, SkillsChoice, normalize_origin,
     validate_user,
 };
+pub use skills::{CREDENTIAL_PREFIX as MARKETPLACE_CREDENTIAL_PREFIX, MARKETPLACE_PATH};
 pub use store::{
-    ConnectionError, Decided, KeyRecord, NewConnection, Outcome, RedeemError, Redemption,
-    RevokeOutcome, Store, StoreError, TokenState, TokenUsage, UsageQuery, UsageRecord, UsageRow,
-    Verdict, normalize_user_code, schema_version,
+    ConnectionError, Decided, KeyRecord, MarketplaceCredential, NewConnection, Outcome,
+    RedeemError, Redemption, RevokeOutcome, Store, StoreError, TokenState, TokenUsage, UsageQuery,
+    UsageRecord, UsageRow, Verdict, normalize_user_code, schema_version,
 };

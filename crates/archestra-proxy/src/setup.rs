@@ -14,6 +14,8 @@ use archestra_wire::{
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::skills::credential::resolve_clone_url;
+
 /// Lifetime of a setup token when none is asked for, as in Archestra.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -208,6 +210,7 @@ impl SetupSpec {
 
         let skills = match &req.skills_url {
             Some(clone_url) => {
+                let clone_url = &resolve_clone_url(clone_url, &public_url);
                 validate_url(name(Field::SkillsUrl), clone_url)?;
                 let marketplace = req.marketplace.as_deref().ok_or(SetupError::Missing {
                     needs: name(Field::Marketplace),

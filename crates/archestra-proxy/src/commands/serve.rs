@@ -44,6 +44,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?
     .map(Secret::new);
     config.record_usage = !args.no_usage_log;
+    config.skills_dir = args.skills_dir;
+    config.skills_check_interval = std::time::Duration::from_secs(args.skills_check_interval);
     let upstream = redact_url(config.upstream.as_str());
     let virtual_keys = config.provider_key.is_some();
     let db_path = config.db_path.clone();

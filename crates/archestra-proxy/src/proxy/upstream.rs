@@ -116,6 +116,9 @@ pub fn build_client(base: &Url) -> Result<UpstreamClient, UpstreamError> {
         return Ok(UpstreamClient::Plain(builder.build(http)));
     }
     http.enforce_http(false);
+    // Name the provider: in a build where some other crate turns on rustls's `ring` feature
+    // too, rustls cannot pick one by itself and would panic. A second call is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let tls = rustls::ClientConfig::with_platform_verifier().map_err(UpstreamError::Tls)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

@@ -53,13 +53,15 @@ pub async fn create_setup(
             format!("the request body is larger than {MAX_BODY} bytes"),
         )
     })?;
-    let request: CreateSetupRequest = serde_json::from_slice(&bytes).map_err(|err| {
+    let mut request: CreateSetupRequest = serde_json::from_slice(&bytes).map_err(|err| {
         ApiFailure::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             format!("the body is not a setup request: {err}; see docs/protocol.md for its fields"),
         )
     })?;
+
+    super::skills::complete_request(&state, &mut request)?;
 
     let public_url = state.public_url.clone();
     let minted = run_blocking(&state, move |store| {

@@ -13,6 +13,7 @@ mod rate_limit;
 mod redeem;
 mod request_log;
 mod revoke;
+mod skills;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use archestra_wire::{
 };
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -34,6 +35,7 @@ use tokio::sync::oneshot;
 use crate::config::ServerConfig;
 use crate::proxy::DataPlane;
 use crate::setup::normalize_origin;
+use crate::skills::{Marketplace, project_root_for};
 use crate::store::Store;
 
 use error::ApiFailure;
@@ -58,6 +60,8 @@ pub(crate) struct AppState {
     mcp_probe: McpProbe,
     data_plane: DataPlane,
     connect: connect::ConnectState,
+    /// The marketplace folder served at `/skills/marketplace.git`, if any.
+    skills: Option<Arc<Marketplace>>,
 }
 
 /// Build the router over `state`.
@@ -73,6 +77,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route(CLIENT_CONNECTIONS_PATH, post(connect::start))
         .route(CLIENT_CONNECTIONS_POLL_PATH, post(connect::poll))
         .route(connect::APPROVAL_PAGE_PATH, get(connect::page))
+        .route(skills::ROUTE, any(skills::serve_git))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(request_log::log_request))
@@ -154,6 +159,11 @@ impl Server {
                 .context("could not start the LLM proxy")?
         };
 
+        let skills = match &config.skills_dir {
+            Some(folder) => Some(Arc::new(open_marketplace(&config, folder).await?)),
+            None => None,
+        };
+
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("could not listen on {}", config.listen))?;
@@ -179,6 +189,7 @@ impl Server {
             mcp_probe,
             data_plane,
             connect: connect::ConnectState::new(config.connect_ttl, config.connect_poll_interval),
+            skills,
         };
         Ok(Server {
             listener,
@@ -243,6 +254,29 @@ impl Server {
         state.data_plane.stop().await;
         result
     }
+}
+
+/// Check the skills folder and make its repository beside the database.
+async fn open_marketplace(
+    config: &ServerConfig,
+    folder: &std::path::Path,
+) -> anyhow::Result<Marketplace> {
+    let folder = folder.to_path_buf();
+    let project_root = project_root_for(&config.db_path);
+    let interval = config.skills_check_interval;
+    let shown = folder.display().to_string();
+    let marketplace =
+        tokio::task::spawn_blocking(move || Marketplace::open(&folder, &project_root, interval))
+            .await
+            .context("the task preparing the skills marketplace failed")?
+            .with_context(|| format!("could not serve the skills folder `{shown}`"))?;
+    tracing::info!(
+        marketplace = marketplace.name(),
+        folder = %marketplace.folder().display(),
+        "serving the skills marketplace at {}",
+        crate::skills::MARKETPLACE_PATH
+    );
+    Ok(marketplace)
 }
 
 fn check_app_name(name: &str) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@ fn fixture() -> Fixture {
             config.connect_ttl,
             config.connect_poll_interval,
         ),
+        skills: None,
     };
     Fixture {
         _dir: dir,

@@ -6,6 +6,7 @@
 //! are stored as SHA-256 hashes only.
 
 mod connections;
+mod marketplace;
 mod schema;
 mod usage;
 mod watch;
@@ -32,6 +33,7 @@ use crate::setup::{FieldNames, KeyKind, McpChoice, SetupError, SetupSpec, Skills
 pub use connections::{
     ConnectionError, ConnectionView, Decided, NewConnection, Verdict, normalize_user_code,
 };
+pub use marketplace::MarketplaceCredential;
 pub use schema::current_version as schema_version;
 pub use usage::{Outcome, TokenUsage, UsageQuery, UsageRecord, UsageRow};
 pub use watch::KeysFingerprint;
@@ -255,13 +257,17 @@ impl Store {
             });
         };
         let setup_id = row.id;
-        let spec = row.into_spec().map_err(StoreError::Corrupt)?;
+        let mut spec = row.into_spec().map_err(StoreError::Corrupt)?;
 
         // From here on, returning early drops `tx`, which rolls the claim back.
         let key = Secret::new(new_virtual_key());
+        let marketplace_credential = marketplace::issue_credential(&mut spec);
         let payload = spec.payload(app_name, &key);
         payload.validate().map_err(RedeemError::Invalid)?;
         let key_id = insert_key(&tx, &spec, setup_id, &key, device_name, now)?;
+        if let Some(credential) = &marketplace_credential {
+            marketplace::insert_credential(&tx, &spec, setup_id, key_id, credential, now)?;
+        }
         // TODO(proxy): a client that disconnects after this commit loses its payload while the
         // token counts as used. Archestra has the same gap; closing it needs a second,
         // acknowledging request, which the installer protocol does not have yet.

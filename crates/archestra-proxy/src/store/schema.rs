@@ -80,6 +80,26 @@ const MIGRATIONS: &[&str] = &[
         setup_id          INTEGER REFERENCES setups(id)
     );
     CREATE INDEX client_connections_by_user_code ON client_connections(user_code, status);",
+    // 4: credentials for the companion's own skills marketplace, one per redemption; revoking
+    // the machine's key revokes its credential too, whichever command or route did it.
+    "CREATE TABLE marketplace_credentials (
+        id               INTEGER PRIMARY KEY,
+        credential_hash  TEXT    NOT NULL UNIQUE,
+        last_four        TEXT    NOT NULL,
+        user             TEXT    NOT NULL,
+        setup_id         INTEGER NOT NULL REFERENCES setups(id),
+        key_id           INTEGER NOT NULL REFERENCES virtual_keys(id),
+        created_at       INTEGER NOT NULL,
+        revoked_at       INTEGER
+    );
+    CREATE INDEX marketplace_credentials_by_key ON marketplace_credentials(key_id);
+    CREATE TRIGGER key_revocation_revokes_marketplace_credentials
+    AFTER UPDATE OF revoked_at ON virtual_keys
+    WHEN NEW.revoked_at IS NOT NULL
+    BEGIN
+        UPDATE marketplace_credentials SET revoked_at = NEW.revoked_at
+        WHERE key_id = NEW.id AND revoked_at IS NULL;
+    END;",
 ];
 
 /// Bring the database up to the newest schema this build knows.

@@ -9,12 +9,13 @@ cd "$root"
 
 # git serves the marketplace fixture over smart HTTP; dbus-daemon and gnome-keyring give
 # the keyring tests a real Secret Service on a private session bus; tmux drives the
-# terminal tests.
+# terminal tests; openssl makes the private CA of the HTTPS redemption test.
 missing=()
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
 command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} for the tests" >&2
   export DEBIAN_FRONTEND=noninteractive

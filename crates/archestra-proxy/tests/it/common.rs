@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use archestra_proxy::{BackgroundServer, ServerConfig, Store};
-use archestra_wire::{CreateSetupRequest, MintedSetup};
+use archestra_wire::{AuthMode, CreateSetupRequest, MintedSetup};
 use reqwest::blocking::{Client, Response};
 
 /// A temporary folder holding the database, removed when dropped.
@@ -85,5 +85,24 @@ pub fn key_of(payload: &serde_json::Value) -> String {
         .as_str()
         .or(proxy["virtualKey"].as_str())
         .unwrap()
+        .to_string()
+}
+
+/// Mint and redeem a setup for `user`, returning the machine's key.
+pub fn new_key(db: &Path, user: &str, mode: AuthMode) -> String {
+    let mut req = request(user);
+    req.mode = mode;
+    let minted = mint(db, &req, "http://127.0.0.1:9");
+    let redemption = Store::open(db)
+        .unwrap()
+        .redeem(&token_of(&minted), Some("laptop"), "Archestra")
+        .unwrap();
+    redemption
+        .payload
+        .proxy
+        .unwrap()
+        .machine_key()
+        .unwrap()
+        .expose()
         .to_string()
 }

@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -77,25 +76,6 @@ impl Rig {
             .usage_log(&UsageQuery::default())
             .unwrap()
     }
-}
-
-/// Mint and redeem a setup for `user`, returning the machine's key.
-fn new_key(db: &Path, user: &str, mode: AuthMode) -> String {
-    let mut req = request(user);
-    req.mode = mode;
-    let minted = mint(db, &req, "http://127.0.0.1:9");
-    let redemption = Store::open(db)
-        .unwrap()
-        .redeem(&token_of(&minted), Some("laptop"), "Archestra")
-        .unwrap();
-    redemption
-        .payload
-        .proxy
-        .unwrap()
-        .machine_key()
-        .unwrap()
-        .expose()
-        .to_string()
 }
 
 fn body_of(mut response: Response) -> String {

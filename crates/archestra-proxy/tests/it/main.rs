@@ -4,6 +4,8 @@
 mod common;
 // A mock Anthropic upstream that records what it received.
 mod upstream;
+// The binary as a child process.
+mod process;
 
 // The binary: serve, signals, captured output, `setups create`, `keys`.
 mod binary;

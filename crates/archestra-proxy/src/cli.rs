@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use archestra_proxy::{
-    DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_PUBLIC_URL, DEFAULT_REDEEM_LIMIT,
-    DEFAULT_SKILLS_CHECK_INTERVAL, DEFAULT_UPSTREAM, DEFAULT_UPSTREAM_TIMEOUT,
+    DEFAULT_APP_NAME, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_PUBLIC_URL,
+    DEFAULT_REDEEM_LIMIT, DEFAULT_SKILLS_CHECK_INTERVAL, DEFAULT_UPSTREAM,
+    DEFAULT_UPSTREAM_TIMEOUT,
 };
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -84,6 +85,11 @@ pub struct ServeArgs {
     /// Redemptions allowed per client address per minute; 0 turns the limit off
     #[arg(long, value_name = "N", default_value_t = DEFAULT_REDEEM_LIMIT)]
     pub redeem_limit: u32,
+
+    /// Connections served at once; more clients wait until one closes. Each proxied request
+    /// also holds a connection to the provider, so keep this under half the open-file limit
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Base URL of the LLM provider that /v1/anthropic/… requests are forwarded to
     #[arg(long, value_name = "URL", default_value = DEFAULT_UPSTREAM)]

@@ -38,6 +38,18 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often, at most, the skills folder is looked at for changes unless told otherwise.
 pub const DEFAULT_SKILLS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a client may take to send a request's headers unless told otherwise.
+///
+/// The same deadline closes a keep-alive connection left idle that long; HTTP clients such as
+/// Node's close theirs after a few seconds, well before it.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once unless told otherwise.
+///
+/// A forwarded request holds two descriptors (downstream and upstream), so this stays well
+/// under the 1024 descriptors a process is often allowed.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 384;
+
 /// Everything a server needs to start.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -57,6 +69,11 @@ pub struct ServerConfig {
     pub mcp_health_url: Option<String>,
     /// How long requests in flight may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's headers (or leave a keep-alive
+    /// connection idle) before the connection is closed.
+    pub header_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: u32,
     /// Base URL of the LLM provider the data plane forwards to, e.g. `https://api.anthropic.com`.
     pub upstream: Url,
     /// How long the upstream may take to send its response headers before the answer is 504.
@@ -89,6 +106,8 @@ impl ServerConfig {
             app_name: DEFAULT_APP_NAME.to_string(),
             mcp_health_url: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: Url::parse(DEFAULT_UPSTREAM).expect("the default upstream is a valid URL"),
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             provider_key: None,
@@ -112,6 +131,8 @@ impl fmt::Debug for ServerConfig {
             .field("app_name", &self.app_name)
             .field("mcp_health_url", &self.mcp_health_url)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_timeout", &self.header_timeout)
+            .field("max_connections", &self.max_connections)
             .field(
                 "upstream",
                 &archestra_wire::redact_url(self.upstream.as_str()),

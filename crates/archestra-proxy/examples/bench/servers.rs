@@ -283,6 +283,6 @@ async fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
         .init();
     let server = Server::bind(config).await?;
     println!("listening on {}", server.addr());
-    server.run(std::future::pending()).await?;
+    server.run(std::future::pending()).await;
     Ok(())
 }

@@ -30,6 +30,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.app_name = args.app_name;
     config.mcp_health_url = args.mcp_health_url;
     config.redeem_limit_per_minute = args.redeem_limit;
+    config.max_connections = args.max_connections;
     config.upstream = url::Url::parse(&args.upstream).with_context(|| {
         format!(
             "`--upstream` is not a URL: `{}`",
@@ -71,7 +72,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             usage_log = config_usage_log,
             "serving setups and the LLM proxy"
         );
-        server.run(shutdown).await.context("the server failed")?;
+        server.run(shutdown).await;
         tracing::info!("stopped");
         Ok(())
     })

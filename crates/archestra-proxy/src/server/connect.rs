@@ -16,14 +16,15 @@ use archestra_wire::{
     StartedConnection, is_device_code,
 };
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiFailure, error_chain};
+use super::limited_body::read_limited;
 use super::rate_limit::RateLimiter;
 use super::{AppState, run_blocking};
 use crate::store::ConnectionView;
@@ -71,14 +72,12 @@ fn bad_request(message: impl Into<String>) -> ApiFailure {
     ApiFailure::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body, what: &str) -> Result<T, ApiFailure> {
-    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiFailure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        )
-    })?;
+async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    what: &str,
+) -> Result<T, ApiFailure> {
+    let bytes = read_limited(headers, body, MAX_BODY).await?;
     serde_json::from_slice(&bytes).map_err(|_| {
         bad_request(format!(
             "the body is not {what}; see docs/protocol.md for its fields"
@@ -90,6 +89,7 @@ async fn read_json<T: DeserializeOwned>(body: Body, what: &str) -> Result<T, Api
 pub async fn start(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiFailure> {
     state
@@ -97,7 +97,7 @@ pub async fn start(
         .starts
         .check(peer.ip(), Instant::now())
         .map_err(ApiFailure::rate_limited)?;
-    let request: StartConnectionRequest = read_json(body, "a connection request").await?;
+    let request: StartConnectionRequest = read_json(&headers, body, "a connection request").await?;
     if request.client_id != CLIENT_ID_CLAUDE_CODE {
         return Err(bad_request(format!(
             "`clientId` must be `{CLIENT_ID_CLAUDE_CODE}`: this server connects Claude Code only"
@@ -154,6 +154,7 @@ pub async fn start(
 pub async fn poll(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiFailure> {
     state
@@ -161,7 +162,7 @@ pub async fn poll(
         .polls
         .check(peer.ip(), Instant::now())
         .map_err(ApiFailure::rate_limited)?;
-    let request: PollConnectionRequest = read_json(body, "a poll request").await?;
+    let request: PollConnectionRequest = read_json(&headers, body, "a poll request").await?;
     if !is_device_code(request.device_code.expose()) {
         return Err(unknown_request());
     }

@@ -8,6 +8,9 @@
 //!    virtual-key mode swap the client's credentials for the provider key.
 //! 4. Stream the request body up and the answer down, chunk by chunk, metering the answer
 //!    for the usage log.
+//!
+//! There is no request body limit here, unlike the JSON routes: a conversation is as large as
+//! the provider allows, so the provider's own limit (and 413) decides, and nothing is held.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use archestra_wire::CreateSetupRequest;
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiFailure, error_chain};
+use super::limited_body::read_limited;
 use super::{AppState, run_blocking};
 use crate::secrets::secrets_match;
 use crate::store::StoreError;
@@ -46,13 +47,7 @@ pub async fn create_setup(
         ));
     }
 
-    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiFailure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        )
-    })?;
+    let bytes = read_limited(&headers, body, MAX_BODY).await?;
     let mut request: CreateSetupRequest = serde_json::from_slice(&bytes).map_err(|err| {
         ApiFailure::new(
             StatusCode::BAD_REQUEST,

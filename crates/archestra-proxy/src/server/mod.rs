@@ -4,10 +4,12 @@
 //! [`Server`] binds and serves until a shutdown signal; [`BackgroundServer`] runs one on its
 //! own thread and runtime for tests and embedding.
 
+mod accept;
 mod connect;
 pub(crate) mod error;
 mod forward;
 mod health;
+mod limited_body;
 mod mint;
 mod rate_limit;
 mod redeem;
@@ -15,7 +17,7 @@ mod request_log;
 mod revoke;
 mod skills;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,9 +30,10 @@ use archestra_wire::{
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{any, delete, get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use accept::Limits;
 
 use crate::config::ServerConfig;
 use crate::proxy::DataPlane;
@@ -127,6 +130,7 @@ pub struct Server {
     state: Arc<AppState>,
     addr: SocketAddr,
     shutdown_grace: std::time::Duration,
+    limits: Limits,
 }
 
 impl Server {
@@ -141,6 +145,7 @@ impl Server {
         if let Some(url) = &config.mcp_health_url {
             validate_url("--mcp-health-url", url)?;
         }
+        let limits = check_limits(&config)?;
         let mcp_probe = McpProbe::new(config.mcp_health_url.clone())
             .context("could not build the client that probes the MCP gateway")?;
 
@@ -196,6 +201,7 @@ impl Server {
             state: Arc::new(state),
             addr,
             shutdown_grace: config.shutdown_grace,
+            limits,
         })
     }
 
@@ -211,48 +217,26 @@ impl Server {
 
     /// Serve until `shutdown` completes, then give requests in flight the configured grace
     /// period to finish.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let grace = self.shutdown_grace;
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = Arc::clone(&self.state);
         let watching = state.data_plane.watch_keys();
-        let (fired, on_fired) = oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            let _ = fired.send(());
-        };
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        // Small SSE writes must leave at once, not wait for the client's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
-            }
-        });
-        let serving = axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
+        let app = router(self.state);
+        let open = accept::accept_until(self.listener, app, self.limits, shutdown).await;
 
-        // A client that never finishes its request must not keep the server up for ever.
-        let deadline = async {
-            match on_fired.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let result = tokio::select! {
-            result = serving => result,
-            () = deadline => {
-                tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway");
-                Ok(())
-            }
-        };
+        // The listener is closed now. Connections finish the request they are on, or are
+        // dropped once the grace period is over, so that a client that never finishes its
+        // request cannot keep the server up for ever.
+        let grace = self.shutdown_grace;
+        if tokio::time::timeout(grace, open.shutdown()).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "requests still in flight after the grace period; stopping anyway"
+            );
+        }
 
         // Every request that finished has queued its usage row by now; write them all.
         watching.abort();
         state.data_plane.stop().await;
-        result
     }
 }
 
@@ -277,6 +261,19 @@ async fn open_marketplace(
         crate::skills::MARKETPLACE_PATH
     );
     Ok(marketplace)
+}
+
+fn check_limits(config: &ServerConfig) -> anyhow::Result<Limits> {
+    if config.header_timeout.is_zero() {
+        bail!("the header timeout is zero; no request could arrive in time");
+    }
+    if config.max_connections == 0 {
+        bail!("`--max-connections` is 0; the server would accept no client");
+    }
+    Ok(Limits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+    })
 }
 
 fn check_app_name(name: &str) -> anyhow::Result<()> {
@@ -336,9 +333,7 @@ impl BackgroundServer {
                     // A dropped sender means the handle is gone; stop then too.
                     let _ = stop_signal.await;
                 };
-                if let Err(err) = runtime.block_on(server.run(stopped)) {
-                    tracing::error!(error = %err, "server stopped with an error");
-                }
+                runtime.block_on(server.run(stopped));
             })
             .context("could not start the server thread")?;
 

@@ -23,3 +23,5 @@ mod self_revoke;
 mod data_plane;
 // Browser approval: `POST /api/client-connections`, polling, and `archestra-proxy approve`.
 mod connect;
+// Abuse: slow and oversized clients, many connections, a restart under load.
+mod abuse;

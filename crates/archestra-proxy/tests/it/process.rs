@@ -102,6 +102,11 @@ impl ServeProcess {
         }
     }
 
+    /// Return the process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM, wait for the exit, and return the status with everything printed.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let sent = Command::new("kill")

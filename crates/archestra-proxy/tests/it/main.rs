@@ -25,3 +25,5 @@ mod data_plane;
 mod connect;
 // Abuse: slow and oversized clients, many connections, a restart under load.
 mod abuse;
+// SIGTERM under load: usage rows kept, tokens redeemed at most once across a restart.
+mod restart;

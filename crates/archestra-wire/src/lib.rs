@@ -6,6 +6,8 @@
 //! before it changes anything on the user's machine. `docs/protocol.md` describes the
 //! routes, statuses and error bodies around it.
 
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 mod connection;
 mod error;
 mod payload;

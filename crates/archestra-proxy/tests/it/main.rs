@@ -27,3 +27,5 @@ mod connect;
 mod abuse;
 // SIGTERM under load: usage rows kept, tokens redeemed at most once across a restart.
 mod restart;
+// The skills marketplace over git smart HTTP: clones, credentials, refusals.
+mod skills;

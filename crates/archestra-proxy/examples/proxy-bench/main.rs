@@ -1,4 +1,4 @@
-//! The data plane benchmark: `cargo run --release -p archestra-proxy --example bench`.
+//! The data plane benchmark: `cargo run --release -p archestra-proxy --example proxy-bench`.
 //!
 //! It starts three child processes on 127.0.0.1 (a mock upstream, a bare hyper forwarder as
 //! the control, and the companion proxy, twice: usage log on and off), drives them from this

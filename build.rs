@@ -1,4 +1,6 @@
-//! Put the git commit into `--version`, so that a bug report names the exact build.
+// Put the git commit into `--version`, so that a bug report names the exact build.
+//
+// Used by both binaries: `crates/archestra-proxy/build.rs` includes this file.
 
 use std::process::Command;
 
@@ -19,7 +21,21 @@ fn main() {
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     let suffix = if dirty { ", modified" } else { "" };
     println!("cargo:rustc-env=ARCHESTRA_BUILD_COMMIT={commit}{suffix}");
-    for path in [".git/HEAD", ".git/index", ".git/refs/heads"] {
-        println!("cargo:rerun-if-changed={path}");
+    // Absolute paths, because the companion's crate includes this file from its own folder.
+    let git_dir = Command::new("git")
+        .args(["rev-parse", "--absolute-git-dir"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok());
+    match git_dir {
+        Some(dir) => {
+            let dir = dir.trim();
+            for path in ["HEAD", "index", "refs/heads"] {
+                println!("cargo:rerun-if-changed={dir}/{path}");
+            }
+        }
+        // Outside a checkout the commit cannot change; rebuild only when this file does.
+        None => println!("cargo:rerun-if-changed=build.rs"),
     }
 }

@@ -68,7 +68,7 @@ pub enum Command {
 pub struct CompletionsArgs {
     /// The shell to print completions for.
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub shell: archestra_wire::cli_docs::Shell,
 }
 
 /// Flags of `archestra-connect manpages`.

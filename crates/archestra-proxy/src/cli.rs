@@ -13,6 +13,14 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::{parse_since, parse_ttl};
 
+/// The version with the commit it was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ARCHESTRA_BUILD_COMMIT"),
+    ")"
+);
+
 const EXIT_STATUS: &str = "\
 Exit status:
   0  success
@@ -21,7 +29,7 @@ Exit status:
 
 /// Companion server for archestra-connect: one-time Connect setups and per-machine virtual keys.
 #[derive(Debug, Parser)]
-#[command(name = "archestra-proxy", version, after_help = EXIT_STATUS)]
+#[command(name = "archestra-proxy", version = VERSION, after_help = EXIT_STATUS)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +49,24 @@ pub enum Command {
     Logs(LogsArgs),
     /// Approve (or deny) a machine waiting in `archestra-connect setup --server`, by its code.
     Approve(ApproveArgs),
+    /// Print a shell completion script, e.g. `archestra-proxy completions bash > …`.
+    Completions(CompletionsArgs),
+    /// Write the man pages of every command into a directory (used by install/install.sh).
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print completions for
+    #[arg(value_enum)]
+    pub shell: archestra_wire::cli_docs::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// The directory to write `archestra-proxy*.1` into; created when missing
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,9 @@ use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use clap_complete::{Generator, Shell};
+use clap_complete::Generator;
+/// The shells completion scripts are made for, re-exported for the binaries' flags.
+pub use clap_complete::Shell;
 
 /// Why a completion script or a man page could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,7 @@ pub fn print_completions(mut cmd: clap::Command, shell: Shell) -> Result<(), Cli
     }
 }
 
-/// Write a man page for `cmd` and one for each subcommand not hidden into `dir` (created
+/// Write a man page for `cmd` and one for each subcommand not hidden (nor `help`) into `dir` (created
 /// when missing), as `<name>.1` and `<name>-<subcommand>.1`; return the files written.
 ///
 /// Existing pages of the same names are replaced.
@@ -70,7 +72,11 @@ pub fn write_manpages(mut cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>
     cmd.build();
     let name = cmd.get_name().to_string();
     let mut pages = vec![(name.clone(), cmd.clone())];
-    for sub in cmd.get_subcommands().filter(|sub| !sub.is_hide_set()) {
+    // clap's own `help` subcommand needs no page: every page already lists the commands.
+    let documented = cmd
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help");
+    for sub in documented {
         let page_name = format!("{name}-{}", sub.get_name());
         pages.push((page_name.clone(), sub.clone().name(page_name)));
     }

@@ -10,6 +10,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use archestra_wire::cli_docs;
+use clap::CommandFactory;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, DbArg, KeysCommand, SetupsCommand};
@@ -40,6 +42,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve(args) => {
             init_logging("warn");
             approve::approve(args)
+        }
+        Command::Completions(args) => {
+            cli_docs::print_completions(Cli::command(), args.shell)?;
+            Ok(())
+        }
+        Command::Manpages(args) => {
+            cli_docs::write_manpages(Cli::command(), &args.dir)?;
+            Ok(())
         }
     }
 }

@@ -552,3 +552,70 @@ fn the_binary_proxies_with_a_provider_key_from_a_file_and_logs_usage() {
     assert!(nobody.stdout.is_empty());
     assert!(text(&nobody.stderr).contains("No requests"));
 }
+
+/// The value of `key=` in the systemd unit shipped in install/.
+fn unit_value(unit: &str, key: &str) -> String {
+    unit.lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit has no {key}="))
+        .to_string()
+}
+
+#[test]
+fn the_systemd_unit_starts_a_server_that_stops_within_the_units_timeout() {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../install/archestra-proxy.service"),
+    )
+    .unwrap();
+    let exec = unit_value(&unit, "ExecStart");
+    let mut args: Vec<String> = exec.split_whitespace().map(String::from).collect();
+    assert!(args.remove(0).ends_with("/archestra-proxy"), "{exec}");
+    assert_eq!(args.first().map(String::as_str), Some("serve"), "{exec}");
+    args.remove(0);
+
+    // Its flags, with this test's address and database; the database the unit names must
+    // lie in the unit's state directory, the only place the sandbox lets it write.
+    let state_dir = unit_value(&unit, "StateDirectory");
+    let scratch = Scratch::new();
+    let db = scratch.db();
+    for (flag, value) in [("--listen", "127.0.0.1:0"), ("--db", db.to_str().unwrap())] {
+        let at = args.iter().position(|arg| arg == flag).unwrap() + 1;
+        if flag == "--db" {
+            assert!(
+                args[at].starts_with(&format!("/var/lib/{state_dir}/")),
+                "{exec}"
+            );
+        }
+        args[at] = value.to_string();
+    }
+    let mut child = proxy(&scratch)
+        .args(["serve", "--redeem-limit", "0"])
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first}"
+    );
+
+    // systemd sends KillSignal and waits TimeoutStopSec before SIGKILL: the server's grace
+    // period for requests in flight must fit inside it.
+    assert_eq!(unit_value(&unit, "KillSignal"), "SIGTERM");
+    let timeout: u64 = unit_value(&unit, "TimeoutStopSec").parse().unwrap();
+    assert!(
+        std::time::Duration::from_secs(timeout) > archestra_proxy::DEFAULT_SHUTDOWN_GRACE,
+        "TimeoutStopSec={timeout}"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_for_exit(&mut child, std::time::Duration::from_secs(timeout));
+    assert!(status.success(), "{status:?}");
+}

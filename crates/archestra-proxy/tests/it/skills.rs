@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use archestra_proxy::{BackgroundServer, MARKETPLACE_PATH, Store};
 use reqwest::StatusCode;
 
-use crate::process::ServeProcess;
 use crate::common::*;
+use crate::process::ServeProcess;
 
 /// The marketplace the installer's tests use too: one skills plugin and one extra plugin.
 fn fixture_marketplace() -> PathBuf {
@@ -117,7 +117,10 @@ fn a_redeemed_clone_url_clones_shallow_and_fetches_what_changed_since() {
 
     // Claude Code clones git marketplaces shallow; the smart protocol must allow it.
     let parent = served.scratch.dir.path();
-    let out = git(parent, &["clone", "-q", "--depth", "1", &clone_url, "clone"]);
+    let out = git(
+        parent,
+        &["clone", "-q", "--depth", "1", &clone_url, "clone"],
+    );
     assert!(out.status.success(), "{}", shown(&out));
     let clone = served.work("clone");
     assert_eq!(
@@ -182,27 +185,36 @@ fn unknown_revoked_and_missing_credentials_are_refused() {
 
     // A credential of the right shape that this server never issued.
     let made_up = format!("archestra_mkt_{}", "A".repeat(32));
-    let refs = format!(
-        "{}/info/refs?service=git-upload-pack",
-        served.repo_url()
-    );
+    let refs = format!("{}/info/refs?service=git-upload-pack", served.repo_url());
     let response = http
         .get(&refs)
         .basic_auth(&made_up, None::<&str>)
         .send()
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(response.text().unwrap().contains("not known to this server"));
+    assert!(
+        response
+            .text()
+            .unwrap()
+            .contains("not known to this server")
+    );
 
     // Something that is not a credential at all, e.g. a virtual key put in its place.
     let payload = served.redeem_setup("ada@example.com");
     let key = key_of(&payload);
-    let response = http.get(&refs).basic_auth(&key, None::<&str>).send().unwrap();
+    let response = http
+        .get(&refs)
+        .basic_auth(&key, None::<&str>)
+        .send()
+        .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
     // Revoking the machine's key revokes its marketplace credential: clone and fetch stop.
     let clone_url = clone_url_of(&payload);
-    let out = git(parent, &["clone", "-q", "--depth", "1", &clone_url, "clone"]);
+    let out = git(
+        parent,
+        &["clone", "-q", "--depth", "1", &clone_url, "clone"],
+    );
     assert!(out.status.success(), "{}", shown(&out));
     let store = Store::open(&served.scratch.db()).unwrap();
     let id = store.key_state(&key).unwrap().unwrap().id;
@@ -226,7 +238,14 @@ fn unknown_revoked_and_missing_credentials_are_refused() {
     let other = served.redeem_setup("grace@example.com");
     let out = git(
         parent,
-        &["clone", "-q", "--depth", "1", &clone_url_of(&other), "other"],
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &clone_url_of(&other),
+            "other",
+        ],
     );
     assert!(out.status.success(), "{}", shown(&out));
 }
@@ -240,10 +259,7 @@ fn pushes_and_the_dumb_protocol_are_refused_and_the_folder_is_never_written() {
     let http = client();
 
     for (path, expected) in [
-        (
-            "info/refs?service=git-receive-pack",
-            StatusCode::FORBIDDEN,
-        ),
+        ("info/refs?service=git-receive-pack", StatusCode::FORBIDDEN),
         ("HEAD", StatusCode::NOT_FOUND),
         ("objects/info/packs", StatusCode::NOT_FOUND),
         ("info/refs", StatusCode::NOT_FOUND),
@@ -340,7 +356,10 @@ fn the_served_binary_never_logs_a_credential() {
 
     let (exit, printed) = serve.terminate();
     assert!(exit.success(), "{printed}");
-    assert!(printed.contains("serving the skills marketplace"), "{printed}");
+    assert!(
+        printed.contains("serving the skills marketplace"),
+        "{printed}"
+    );
     for secret in [credential.as_str(), wrong.as_str(), &credential[14..]] {
         assert!(!printed.contains(secret), "{printed}");
     }

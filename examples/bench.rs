@@ -1,15 +1,13 @@
 //! Benchmark of the installer: `scripts/bench.sh` builds the release binaries and runs this.
 //!
 //! In one run, interleaved, on fresh temporary HOMEs and against the same kind of payload
-//! (MCP gateway, passthrough proxy, a marketplace with two plugins over git smart HTTP), it
-//! times `archestra-connect setup` and a shell script doing the old script's steps the old
-//! way (curl, python3 merges, the same `claude` calls), counts each one's `claude` calls, and
-//! reads the installer's own CPU time (its `--json` result, from /proc, children excluded).
+//! (MCP gateway, passthrough proxy, a marketplace with two plugins the companion serves over git
+//! smart HTTP), it times `archestra-connect setup` and a shell script doing the old script's
+//! steps the old way (curl, python3 merges, the same `claude` calls), counts each one's
+//! `claude` calls, and reads the installer's own CPU time (its `--json` result, from /proc, children excluded).
 //! Then it times `status` and `--version` and weighs the binary. It prints each figure with
 //! its goal and whether it was met, and exits 0 either way: it is a report, not a test.
 
-#[path = "../tests/common/git_http.rs"]
-mod git_http;
 #[path = "../tests/common/keyring.rs"]
 mod keyring;
 
@@ -167,12 +165,10 @@ fn main() {
     let mut config = ServerConfig::new(db.clone());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.redeem_limit_per_minute = 0;
+    // The companion serves the marketplace itself, as a self-contained deployment does.
+    config.skills_dir = Some(root().join("fixtures/marketplace"));
     let server = BackgroundServer::start(config).unwrap();
     let origin = server.origin();
-    let git = git_http::GitServer::start(
-        &root().join("fixtures/marketplace"),
-        &work.path().join("git"),
-    );
     let store = Store::open(&db).unwrap();
     let mint = || {
         let req = CreateSetupRequest {
@@ -181,7 +177,7 @@ fn main() {
             provider: Provider::Anthropic,
             mcp_url: Some(format!("{origin}/v1/mcp/default")),
             mcp_name: Some("archestra".into()),
-            skills_url: Some(git.url()),
+            skills_url: Some(archestra_proxy::MARKETPLACE_PATH.into()),
             marketplace: Some("acme-skills".into()),
             plugins: vec!["extra".into()],
             ttl_seconds: None,

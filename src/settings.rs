@@ -242,6 +242,11 @@ pub fn render(root: &Map<String, Value>, layout: &Layout) -> String {
     text
 }
 
+/// Set the permission bits of a file or folder, through a symlink if it is one.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(resolve_target(path), fs::Permissions::from_mode(mode))
+}
+
 /// Resolve a path through any symlinks to the file that really holds the content.
 ///
 /// A dangling link resolves to its target, so that writing creates the target and keeps

@@ -90,6 +90,11 @@ pub struct SkillsRecord {
     /// Plugins whose install failed, reported as warnings.
     pub plugins_failed: Vec<String>,
     pub done: bool,
+    /// The permission bits of Claude Code's plugins folder before setup made it private
+    /// (the marketplace URL it keeps there carries a credential); `None` when setup left
+    /// them alone.
+    #[serde(default)]
+    pub plugins_dir_mode: Option<u32>,
 }
 
 /// The whole record.

@@ -77,22 +77,16 @@ fn assert_consistent(world: &World, context: &str) {
     }
 }
 
-fn skills_setup(world: &World, git: &common::git_http::GitServer) -> String {
-    let mut req = passthrough(&world.origin);
-    req.skills_url = Some(git.url());
-    req.marketplace = Some("acme-skills".into());
-    world.mint(&req)
+/// Mint a setup of the companion's own marketplace (the world serves it).
+fn skills_setup(world: &World) -> String {
+    world.mint(&common::with_own_marketplace(passthrough(&world.origin)))
 }
 
 /// Kill setup at crash point `at`; return false once setup finishes before reaching it.
 fn crash_setup_at(at: usize, original: &[u8]) -> bool {
-    let world = World::new();
-    let git = common::git_http::GitServer::start(
-        &root_dir().join("fixtures/marketplace"),
-        &world.dir.path().join("git"),
-    );
+    let world = World::with_marketplace();
     fs::write(world.settings(), original).unwrap();
-    let link = skills_setup(&world, &git);
+    let link = skills_setup(&world);
     let at_text = at.to_string();
     let out = world.connect_with(
         &["setup", &link, "--yes"],
@@ -144,13 +138,9 @@ fn a_kill_at_every_step_of_revert_is_finished_by_reverting_again() {
     let original = fs::read(root_dir().join("fixtures/settings/minimal.json")).unwrap();
     let mut points = 0;
     for at in 1.. {
-        let world = World::new();
-        let git = common::git_http::GitServer::start(
-            &root_dir().join("fixtures/marketplace"),
-            &world.dir.path().join("git"),
-        );
+        let world = World::with_marketplace();
         fs::write(world.settings(), &original).unwrap();
-        let link = skills_setup(&world, &git);
+        let link = skills_setup(&world);
         assert!(world.connect(&["setup", &link, "--yes"]).status.success());
 
         let at_text = at.to_string();

@@ -47,31 +47,16 @@ fn assert_nothing_left(world: &World) {
     assert!(!world.state_file().exists());
 }
 
-fn with_skills(
-    world: &World,
-    git: &common::git_http::GitServer,
-) -> archestra_wire::CreateSetupRequest {
-    let mut req = passthrough(&world.origin);
-    req.skills_url = Some(git.url());
-    req.marketplace = Some("acme-skills".into());
-    req.plugins = vec!["extra".into()];
-    req
-}
-
 #[test]
 fn setup_then_revert_leaves_settings_byte_identical() {
     for fixture in [None, Some("minimal.json"), Some("large-unicode.json")] {
-        let world = World::new();
-        let git = common::git_http::GitServer::start(
-            &root_dir().join("fixtures/marketplace"),
-            &world.dir.path().join("git"),
-        );
+        let world = World::with_marketplace();
         let original =
             fixture.map(|f| fs::read(root_dir().join("fixtures/settings").join(f)).unwrap());
         if let Some(bytes) = &original {
             fs::write(world.settings(), bytes).unwrap();
         }
-        let link = world.mint(&with_skills(&world, &git));
+        let link = world.mint(&common::own_marketplace_passthrough(&world.origin));
         let out = world.connect(&["setup", &link, "--yes"]);
         assert!(out.status.success(), "{fixture:?}: {}", show(&out));
 
@@ -143,14 +128,10 @@ fn a_user_edit_made_after_setup_survives_revert() {
 #[test]
 fn revert_after_a_setup_interrupted_at_each_step_restores_the_original() {
     for pattern in ["^mcp add", "^plugin marketplace add", "^plugin install"] {
-        let world = World::new();
-        let git = common::git_http::GitServer::start(
-            &root_dir().join("fixtures/marketplace"),
-            &world.dir.path().join("git"),
-        );
+        let world = World::with_marketplace();
         let original = fs::read(root_dir().join("fixtures/settings/minimal.json")).unwrap();
         fs::write(world.settings(), &original).unwrap();
-        let link = world.mint(&with_skills(&world, &git));
+        let link = world.mint(&common::own_marketplace_passthrough(&world.origin));
         let out = world.connect_with(
             &["setup", &link, "--yes"],
             &[

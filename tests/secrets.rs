@@ -7,15 +7,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use archestra_proxy::TokenState;
+use archestra_proxy::{MARKETPLACE_CREDENTIAL_PREFIX, TokenState};
 use common::keyring::KeyringSession;
 use common::mock_upstream::{MockUpstream, REPLY_TEXT};
-use common::{World, fake_claude, mode, passthrough, real_claude, show, stderr, virtual_key};
+use common::{
+    World, fake_claude, mode, passthrough, real_claude, show, stderr, virtual_key,
+    with_own_marketplace,
+};
 use serde_json::Value;
 
 /// A world whose installer runs reach a real, unlocked Secret Service.
 fn keyring_world() -> (World, KeyringSession) {
-    let mut world = World::new();
+    keyring_world_from(World::new())
+}
+
+/// Give `world` a Secret Service of its own.
+fn keyring_world_from(mut world: World) -> (World, KeyringSession) {
     let session = KeyringSession::start(&world.home, world.dir.path());
     world.env.extend(session.env());
     (world, session)
@@ -208,22 +215,16 @@ fn files_under(dir: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) {
 #[test]
 fn a_canary_secret_never_leaks_into_output_logs_argv_or_other_files() {
     for (mode_name, keyring) in [("virtual-key", true), ("passthrough", false)] {
-        let (mut world, session) = keyring_world();
+        let (mut world, session) = keyring_world_from(World::with_marketplace());
         if !keyring {
             drop(session);
             world.env.clear();
         }
-        let git = common::git_http::GitServer::start(
-            &common::root().join("fixtures/marketplace"),
-            &world.dir.path().join("git"),
-        );
-        let mut req = if keyring {
+        let req = with_own_marketplace(if keyring {
             virtual_key(&world.origin)
         } else {
             passthrough(&world.origin)
-        };
-        req.skills_url = Some(git.url());
-        req.marketplace = Some("acme-skills".into());
+        });
         let link = world.mint(&req);
         let token = link.rsplit('/').next().unwrap().to_string();
 
@@ -288,6 +289,48 @@ fn a_canary_secret_never_leaks_into_output_logs_argv_or_other_files() {
             "{mode_name}: argv: {argv}"
         );
 
+        // The marketplace credential: Claude Code takes a git source only as a URL argument,
+        // so it may be on that one command line (as the docs say), in the files where Claude
+        // Code keeps its marketplace sources, and in the state record (0600), from which
+        // `setup --resume` adds the marketplace; nowhere else.
+        let at = argv
+            .find(MARKETPLACE_CREDENTIAL_PREFIX)
+            .expect("the clone URL reached `plugin marketplace add`");
+        let credential = &argv[at..at + 46];
+        for line in argv.lines().filter(|line| line.contains(credential)) {
+            assert!(
+                line.contains("plugin marketplace add"),
+                "{mode_name}: {line}"
+            );
+        }
+        assert!(
+            !captured.borrow().contains(credential),
+            "{mode_name}: the marketplace credential reached the output"
+        );
+        let mut files = Vec::new();
+        files_under(
+            &world.home,
+            &[
+                world.settings(),
+                world.config.join("plugins"),
+                world.state_file(),
+            ],
+            &mut files,
+        );
+        assert_eq!(mode(&world.settings()), 0o600, "{mode_name}");
+        // Claude Code keeps the URL in files it makes readable by others; setup closes
+        // their folder instead.
+        assert_eq!(mode(&world.config.join("plugins")), 0o700, "{mode_name}");
+        assert_eq!(mode(&world.state_file()), 0o600, "{mode_name}");
+        for file in files {
+            let text = String::from_utf8_lossy(&fs::read(&file).unwrap()).to_string();
+            assert!(
+                !text.contains(credential),
+                "{mode_name}: the marketplace credential is in {}",
+                file.display()
+            );
+        }
+
         // Every file written, except where the passthrough key is meant to be: settings.json
         // (Claude Code sends it from there) and the state record (0600, for `--revoke-key`).
         let mut files = Vec::new();
@@ -317,6 +360,7 @@ fn a_canary_secret_never_leaks_into_output_logs_argv_or_other_files() {
         // And revert, for real, leaves no trace of the key anywhere under HOME.
         let out = run(&["-v", "revert", "--yes"]);
         assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(mode(&world.config.join("plugins")), 0o755, "{mode_name}");
         assert!(!captured.borrow().contains(&key), "{mode_name}");
         let mut files = Vec::new();
         files_under(&world.home, &[], &mut files);

@@ -8,36 +8,21 @@ use std::fs;
 use std::path::Path;
 
 use archestra_proxy::TokenState;
-use common::{World, fake_claude, mode, passthrough, real_claude, show, stderr, virtual_key};
+use common::{
+    World, assert_both_plugins_installed, fake_claude, key_in_headers, mode,
+    own_marketplace_passthrough, passthrough, real_claude, show, stderr, virtual_key,
+    with_own_marketplace,
+};
 use serde_json::Value;
 
 fn root_dir() -> std::path::PathBuf {
     common::root()
 }
 
-fn key_in_headers(settings: &Value) -> String {
-    let headers = settings["env"]["ANTHROPIC_CUSTOM_HEADERS"]
-        .as_str()
-        .unwrap();
-    headers
-        .lines()
-        .find_map(|l| l.strip_prefix("X-Archestra-Virtual-Key: "))
-        .expect("a virtual-key header line")
-        .to_string()
-}
-
 #[test]
 fn setup_with_the_real_claude_registers_gateway_env_and_plugins() {
-    let world = World::new();
-    let git = common::git_http::GitServer::start(
-        &root_dir().join("fixtures/marketplace"),
-        &world.dir.path().join("git"),
-    );
-    let mut req = passthrough(&world.origin);
-    req.skills_url = Some(git.url());
-    req.marketplace = Some("acme-skills".into());
-    req.plugins = vec!["extra".into()];
-    let link = world.mint(&req);
+    let world = World::with_marketplace();
+    let link = world.mint(&own_marketplace_passthrough(&world.origin));
 
     let out = world.connect(&["setup", &link, "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
@@ -77,13 +62,7 @@ fn setup_with_the_real_claude_registers_gateway_env_and_plugins() {
         settings["extraKnownMarketplaces"]["acme-skills"]["autoUpdate"],
         true
     );
-    let installed = world.read_json(&world.config.join("plugins/installed_plugins.json"));
-    for id in ["acme-skills@acme-skills", "extra@acme-skills"] {
-        assert!(
-            installed["plugins"].get(id).is_some(),
-            "{id} not installed: {installed}"
-        );
-    }
+    assert_both_plugins_installed(&world);
 
     // Secrets stay private: settings.json and the state record are 0600.
     assert_eq!(mode(&world.settings()), 0o600);
@@ -388,11 +367,7 @@ fn a_failure_at_each_step_leaves_valid_files_and_resume_finishes() {
         ("^mcp add", "registered"),
         ("^plugin marketplace add", "marketplace"),
     ] {
-        let world = World::new();
-        let git = common::git_http::GitServer::start(
-            &root_dir().join("fixtures/marketplace"),
-            &world.dir.path().join("git"),
-        );
+        let world = World::with_marketplace();
         let original = "{\n  \"env\": {\n    \"KEEP\": \"me\"\n  }\n}\n";
         fs::write(world.settings(), original).unwrap();
         // An earlier local-scope registration that setup must remove first.
@@ -416,10 +391,7 @@ fn a_failure_at_each_step_leaves_valid_files_and_resume_finishes() {
             .unwrap();
         assert!(out.status.success(), "{}", show(&out));
 
-        let mut req = passthrough(&world.origin);
-        req.skills_url = Some(git.url());
-        req.marketplace = Some("acme-skills".into());
-        let link = world.mint(&req);
+        let link = world.mint(&with_own_marketplace(passthrough(&world.origin)));
 
         let out = setup_failing_on(&world, &link, pattern);
         assert_eq!(out.status.code(), Some(3), "{pattern}: {}", show(&out));
@@ -484,16 +456,8 @@ fn a_failure_at_each_step_leaves_valid_files_and_resume_finishes() {
 
 #[test]
 fn a_failed_plugin_install_is_a_warning() {
-    let world = World::new();
-    let git = common::git_http::GitServer::start(
-        &root_dir().join("fixtures/marketplace"),
-        &world.dir.path().join("git"),
-    );
-    let mut req = passthrough(&world.origin);
-    req.skills_url = Some(git.url());
-    req.marketplace = Some("acme-skills".into());
-    req.plugins = vec!["extra".into()];
-    let link = world.mint(&req);
+    let world = World::with_marketplace();
+    let link = world.mint(&own_marketplace_passthrough(&world.origin));
 
     let out = setup_failing_on(&world, &link, "^plugin install .*extra@");
     assert!(out.status.success(), "{}", show(&out));

@@ -63,6 +63,8 @@ struct Undo {
     /// Env keys to remove outright (found by marks, no record).
     env_keys: Vec<String>,
     keys_to_revoke: Vec<Secret>,
+    /// The plugins folder's mode before setup made it private, while it is still private.
+    plugins_dir_mode: Option<u32>,
 }
 
 /// Undo what setup did.
@@ -93,6 +95,7 @@ pub fn revert(args: &RevertArgs, printer: &Printer) -> Result<(), Failure> {
     let nothing = undo.plugins.is_empty()
         && undo.marketplace.is_none()
         && undo.auto_update_only.is_none()
+        && undo.plugins_dir_mode.is_none()
         && undo.servers.is_empty()
         && undo.restore_servers.is_empty()
         && env_lines.is_empty()
@@ -209,6 +212,10 @@ fn from_state(
                 .get(&skills.marketplace)
                 .cloned()
         });
+        // A mode the user changed since is theirs to keep.
+        undo.plugins_dir_mode = skills
+            .plugins_dir_mode
+            .filter(|_| current_mode(&paths.plugins_dir) == Some(0o700));
         if skills.marketplace_added && declared.is_some() {
             undo.marketplace = Some(skills.marketplace.clone());
         } else if skills.auto_update_set
@@ -233,6 +240,14 @@ fn from_state(
         }
     }
     Ok(undo)
+}
+
+/// Return the permission bits of a file or folder, `None` when it cannot be read.
+fn current_mode(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
 }
 
 /// Find Archestra's entries without a record: the old script's machines, or a lost record.
@@ -393,6 +408,12 @@ fn plan_lines(
     if let Some(m) = &undo.auto_update_only {
         lines.push(format!(
             "turn off the auto-update setup turned on for `{m}`"
+        ));
+    }
+    if let Some(mode) = undo.plugins_dir_mode {
+        lines.push(format!(
+            "give {} its mode from before setup back ({mode:o})",
+            paths.display(&paths.plugins_dir)
         ));
     }
     for (name, scope, project) in &undo.servers {
@@ -593,6 +614,31 @@ fn apply(
                 }
             })?;
         }
+    }
+
+    if let Some(mode) = undo.plugins_dir_mode {
+        let plugins = &paths.plugins_dir;
+        match crate::settings::set_mode(plugins, mode) {
+            Ok(()) => printer.done(&format!(
+                "Gave {} its mode from before setup back",
+                paths.display(plugins)
+            )),
+            // Gone with the plugins: nothing is left to give a mode to.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!(
+                        "could not change the mode of `{}`",
+                        plugins.display()
+                    ))
+                    .into());
+            }
+        }
+        record.update(|s| {
+            if let Some(skills) = s.skills.as_mut() {
+                skills.plugins_dir_mode = None;
+            }
+        })?;
     }
 
     // settings.json, re-read now: the plugin commands above rewrote it.

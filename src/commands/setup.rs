@@ -485,6 +485,11 @@ impl Plan {
             }
             private = env.holds_secret();
         }
+        // Claude Code writes the marketplace URL, credential included, into settings.json.
+        private |= payload
+            .skills
+            .as_ref()
+            .is_some_and(|s| url_has_credential(s.clone_url.expose()));
 
         let new_key = payload.proxy.as_ref().and_then(|p| p.machine_key());
         let mut keys_to_revoke: Vec<Secret> = previous
@@ -591,7 +596,17 @@ impl Plan {
         }
         if self.private {
             lines.push(format!(
-                "make {settings} readable by you only (it will hold a key)"
+                "make {settings} readable by you only (it will hold a secret)"
+            ));
+        }
+        if let Some(skills) = &self.skills
+            && !skills.declared_same
+            && url_has_credential(skills.clone_url.expose())
+            && !is_private(&paths.plugins_dir)
+        {
+            lines.push(format!(
+                "make {} readable by you only (Claude Code keeps the marketplace URL with your credential there)",
+                paths.display(&paths.plugins_dir)
             ));
         }
         for key in &self.keys_to_revoke {
@@ -905,6 +920,7 @@ impl Run<'_> {
             plugins_installed: Vec::new(),
             plugins_failed: Vec::new(),
             done: false,
+            plugins_dir_mode: None,
         });
         record.done = false;
         record.plugins_failed.clear();
@@ -955,6 +971,11 @@ impl Run<'_> {
             self.save()?;
             self.printer
                 .done(&format!("Added the plugin marketplace `{name}`"));
+        }
+        // Also when the marketplace was there already: an interrupted setup may have added
+        // it without getting this far.
+        if url_has_credential(url) {
+            self.protect_marketplace_credential()?;
         }
 
         if plan.set_auto_update {
@@ -1016,6 +1037,45 @@ impl Run<'_> {
         if !out.success && !out.text().contains("not found") {
             return Err(self.claude.failure(&args, &out).into());
         }
+        Ok(())
+    }
+
+    /// Keep the marketplace credential from other users of this machine: Claude Code writes
+    /// the URL into settings.json (created readable by others when it was missing), and
+    /// into files of its plugins folder that it makes readable by others.
+    ///
+    /// The folder rather than those files: Claude Code rewrites them with its own modes on
+    /// every marketplace update.
+    fn protect_marketplace_credential(&mut self) -> Result<(), Failure> {
+        let could_not = |path: &std::path::Path, e: std::io::Error| {
+            Failure::new(
+                PARTIAL,
+                anyhow!(
+                    "could not make `{}` readable by you only: {e}",
+                    path.display()
+                ),
+            )
+        };
+        let settings = self.paths.settings.clone();
+        crate::settings::set_mode(&settings, 0o600).map_err(|e| could_not(&settings, e))?;
+        let plugins = self.paths.plugins_dir.clone();
+        let before = fs::metadata(&plugins)
+            .map_err(|e| could_not(&plugins, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if before & 0o077 == 0 {
+            return Ok(());
+        }
+        // Journal first: a revert after a crash here restores the mode it finds, a no-op.
+        let record = self.state.skills.as_mut().expect("set before");
+        record.plugins_dir_mode.get_or_insert(before);
+        self.save()?;
+        crate::settings::set_mode(&plugins, 0o700).map_err(|e| could_not(&plugins, e))?;
+        self.printer.done(&format!(
+            "Made {} private: it holds the marketplace URL with your credential",
+            self.paths.display(&plugins)
+        ));
         Ok(())
     }
 
@@ -1158,6 +1218,11 @@ fn is_private(path: &std::path::Path) -> bool {
     fs::metadata(crate::settings::resolve_target(path))
         .map(|m| m.permissions().mode() & 0o077 == 0)
         .unwrap_or(false)
+}
+
+/// Tell whether a URL carries a credential in its user part.
+fn url_has_credential(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// Write a new backup file; an existing one is never replaced, even by a racing writer.

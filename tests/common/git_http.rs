@@ -23,7 +23,7 @@ impl GitServer {
     /// Build a bare repository `marketplace.git` under `root` from `source` and serve it.
     pub fn start(source: &Path, root: &Path) -> GitServer {
         let work = root.join("work");
-        copy_dir(source, &work);
+        super::copy_tree(source, &work);
         let git = |dir: &Path, args: &[&str]| {
             let status = Command::new("git")
                 .args(args)
@@ -78,19 +78,6 @@ impl Drop for GitServer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }

@@ -31,6 +31,57 @@ pub fn real_claude() -> PathBuf {
     path
 }
 
+/// Ask in `req` for the companion's own marketplace, the one [`World::with_marketplace`] serves.
+pub fn with_own_marketplace(mut req: CreateSetupRequest) -> CreateSetupRequest {
+    req.skills_url = Some(archestra_proxy::MARKETPLACE_PATH.into());
+    req.marketplace = Some("acme-skills".into());
+    req
+}
+
+/// This machine's attribution key, from the header lines setup wrote into settings.json.
+pub fn key_in_headers(settings: &Value) -> String {
+    let headers = settings["env"]["ANTHROPIC_CUSTOM_HEADERS"]
+        .as_str()
+        .unwrap();
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Archestra-Virtual-Key: "))
+        .expect("a virtual-key header line")
+        .to_string()
+}
+
+/// A passthrough setup of the companion's own marketplace with both of its plugins.
+pub fn own_marketplace_passthrough(origin: &str) -> CreateSetupRequest {
+    let mut req = with_own_marketplace(passthrough(origin));
+    req.plugins = vec!["extra".into()];
+    req
+}
+
+/// Assert that both plugins of the `acme-skills` marketplace are installed.
+pub fn assert_both_plugins_installed(world: &World) {
+    let installed = world.read_json(&world.config.join("plugins/installed_plugins.json"));
+    for id in ["acme-skills@acme-skills", "extra@acme-skills"] {
+        assert!(
+            installed["plugins"].get(id).is_some(),
+            "{id} not installed: {installed}"
+        );
+    }
+}
+
+/// Copy a folder and everything under it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 /// The fake `claude` fixture.
 pub fn fake_claude() -> PathBuf {
     root().join("fixtures/fake-claude")
@@ -56,7 +107,23 @@ impl World {
 
     /// Make a world whose companion server's configuration `adjust` changes first.
     pub fn with_server(adjust: impl FnOnce(&mut ServerConfig)) -> World {
+        World::with_server_in(tempfile::tempdir().unwrap(), adjust)
+    }
+
+    /// Make a world whose companion also serves a copy of `fixtures/marketplace` (the
+    /// `acme-skills` marketplace: the `acme-skills` skills plugin and `extra`), looking at
+    /// the folder again on every request; [`World::marketplace_dir`] is the copy to edit.
+    pub fn with_marketplace() -> World {
         let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("marketplace");
+        copy_tree(&root().join("fixtures/marketplace"), &folder);
+        World::with_server_in(dir, |cfg| {
+            cfg.skills_dir = Some(folder);
+            cfg.skills_check_interval = std::time::Duration::ZERO;
+        })
+    }
+
+    fn with_server_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> World {
         let home = dir.path().join("home");
         let config = home.join(".claude");
         fs::create_dir_all(&config).unwrap();
@@ -76,6 +143,11 @@ impl World {
             origin,
             env: Vec::new(),
         }
+    }
+
+    /// The marketplace folder the companion of [`World::with_marketplace`] serves.
+    pub fn marketplace_dir(&self) -> PathBuf {
+        self.dir.path().join("marketplace")
     }
 
     pub fn settings(&self) -> PathBuf {

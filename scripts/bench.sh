@@ -13,5 +13,8 @@ if [[ "${1:-}" == "proxy" ]]; then
     exec target/release/examples/proxy-bench "$@"
 fi
 scripts/install-claude.sh >/dev/null
-cargo build --release --quiet --bin archestra-connect --example bench
+# The binary on its own: built together with the example, it would get the features the
+# example's dev-dependencies (the companion) turn on, and weigh more than what users install.
+cargo build --release --quiet --bin archestra-connect
+cargo build --release --quiet --example bench
 exec target/release/examples/bench "$@"

@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use archestra_proxy::UsageQuery;
 use archestra_wire::Secret;
@@ -212,4 +212,44 @@ fn claude_with_the_keyring_helper_gets_the_provider_key_swapped_in() {
     let settings = virtual_key_round_trip(world, &upstream, "keyring", &env);
     assert!(settings["apiKeyHelper"].is_string(), "{settings}");
     drop(session);
+}
+
+#[test]
+fn claude_with_a_revoked_key_shows_the_proxys_message_at_once() {
+    let upstream = MockUpstream::start();
+    let world = World::with_server(|config| {
+        config.upstream = upstream.origin.parse().unwrap();
+    });
+    let mut req = passthrough(&world.origin);
+    req.mcp_url = None;
+    req.mcp_name = None;
+    let link = world.mint(&req);
+    let out = world.connect(&["setup", &link, "--yes"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // The admin revokes the user's keys; the running server refuses the next request.
+    assert_eq!(
+        world.store().revoke_user_keys("dev@example.com").unwrap(),
+        1
+    );
+    let started = Instant::now();
+    let out = claude_print(&world, "hello");
+    let took = started.elapsed();
+
+    // Claude Code shows the proxy's message instead of retrying: with a plain 401 it would
+    // retry silently for over a minute. The bound is generous; it only tells the two apart.
+    assert!(!out.status.success(), "{}", show(&out));
+    let said = show(&out);
+    assert!(said.contains("was revoked"), "{said}");
+    assert!(said.contains("archestra-connect status --check"), "{said}");
+    assert!(took < Duration::from_secs(45), "took {took:?}: {said}");
+    // Nothing reached the provider.
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|r| !r.target.starts_with("/v1/messages")),
+        "{:#?}",
+        upstream.seen()
+    );
 }

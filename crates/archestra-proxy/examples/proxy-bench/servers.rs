@@ -273,6 +273,9 @@ async fn serve_proxy(args: &[String]) -> anyhow::Result<()> {
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.upstream = args[1].parse()?;
     config.record_usage = args[2] == "on";
+    // The 1,000-stream run needs every stream open at once, past the default cap of
+    // --max-connections; a deployment expecting that many raises the flag the same way.
+    config.max_connections = 2048;
     config.provider_key = std::env::var(PROVIDER_KEY_ENV).ok().map(Secret::new);
     // The same log setup as `serve`; the data plane writes no line per request.
     tracing_subscriber::fmt()

@@ -87,6 +87,17 @@ impl Marketplace {
         project_root: &Path,
         check_interval: Duration,
     ) -> Result<Marketplace, SkillsError> {
+        // git runs in other directories than this process, so relative paths would point
+        // elsewhere for it.
+        let folder = &std::path::absolute(folder).map_err(|source| SkillsError::ReadFolder {
+            path: folder.to_path_buf(),
+            source,
+        })?;
+        let project_root =
+            &std::path::absolute(project_root).map_err(|source| SkillsError::CreateRepoDir {
+                path: project_root.to_path_buf(),
+                source,
+            })?;
         let name = snapshot::read_marketplace_name(folder)?;
         let version = snapshot::check_git()?;
         create_private_dir(project_root)?;

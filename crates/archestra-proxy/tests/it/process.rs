@@ -74,6 +74,8 @@ impl ServeProcess {
             ])
             .arg(db)
             .args(extra)
+            // Relative paths in `extra` are relative to the scratch folder.
+            .current_dir(scratch.dir.path())
             // Even at debug level, nothing may show a token or a key.
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())

@@ -368,3 +368,44 @@ fn the_served_binary_never_logs_a_credential() {
     let needle = credential.as_bytes();
     assert!(!dump.windows(needle.len()).any(|w| w == needle));
 }
+
+#[test]
+fn relative_skills_and_database_paths_work_from_the_servers_folder() {
+    let scratch = Scratch::new();
+    copy_marketplace(&scratch.dir.path().join("marketplace"));
+    // `ServeProcess` runs the binary in the scratch folder, so both paths are relative to it.
+    let serve = ServeProcess::start_with(
+        &scratch,
+        Path::new("relative.db"),
+        "relative",
+        &["--skills-dir", "marketplace"],
+    );
+    let db = scratch.dir.path().join("relative.db");
+    let mut req = request("ada@example.com");
+    req.skills_url = Some(MARKETPLACE_PATH.into());
+    req.marketplace = Some("acme-skills".into());
+    let minted = mint(&db, &req, &serve.origin);
+    let payload: serde_json::Value = redeem(&client(), &minted.url, "laptop").json().unwrap();
+    let out = git(
+        scratch.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            &clone_url_of(&payload),
+            "clone",
+        ],
+    );
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(
+        scratch
+            .dir
+            .path()
+            .join("clone/.claude-plugin/marketplace.json")
+            .is_file()
+    );
+    assert!(scratch.dir.path().join("relative.db-skills").is_dir());
+    let (exit, printed) = serve.terminate();
+    assert!(exit.success(), "{printed}");
+}

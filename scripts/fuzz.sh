@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz the payload validator, the setup-script reader and the settings merge, each for a
 # bounded time (default 60 seconds a target), on the nightly toolchain with cargo-fuzz.
-# New interesting inputs are added to fuzz/corpus/<target>/, which is kept in the repository.
+# New interesting inputs are added to fuzz/corpus/<target>/, which is kept in the repository,
+# and the corpus is then minimised (cargo fuzz cmin).
 # Not part of CI: run it by hand, then commit what it added to the corpora.
 #
 # Usage: scripts/fuzz.sh [SECONDS-PER-TARGET] [TARGET…]
@@ -28,4 +29,7 @@ for target in "${targets[@]}"; do
     echo "fuzz.sh: $target found a crash; see fuzz/artifacts/$target/" >&2
     exit 1
   fi
+  # Keep only the inputs that add coverage, so that the corpus in the repository stays small.
+  cargo +nightly fuzz cmin "$target" "corpus/$target" >/dev/null 2>&1
+  echo "corpus/$target: $(find "corpus/$target" -type f | wc -l) inputs after minimising" >&2
 done

@@ -21,7 +21,14 @@ const VERSION: &str = concat!(
     ")"
 );
 
-const EXIT_STATUS: &str = "\
+const TOP_HELP: &str = "\
+Examples:
+  archestra-proxy serve --public-url https://archestra.example.com --skills-dir /srv/skills
+  archestra-proxy setups create --user ada@example.com \\
+      --mcp-url https://archestra.example.com/v1/mcp/default --mcp-name archestra
+  archestra-proxy keys revoke --user ada@example.com
+  archestra-proxy logs --since 1h
+
 Exit status:
   0  success
   1  an error; the message says what failed and what to do
@@ -29,7 +36,7 @@ Exit status:
 
 /// Companion server for archestra-connect: one-time Connect setups and per-machine virtual keys.
 #[derive(Debug, Parser)]
-#[command(name = "archestra-proxy", version = VERSION, after_help = EXIT_STATUS)]
+#[command(name = "archestra-proxy", version = VERSION, after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -175,6 +182,14 @@ pub enum SetupsCommand {
 // Free-text values take leading hyphens, so that `--mcp-name --scope` reaches validation and
 // is refused with a message naming the field, rather than as an unknown flag.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+The setup is written straight into the database; the server need not run. The printed command
+works once, until the TTL runs out; `keys revoke` takes back what a redeemed setup gave.
+
+Examples:
+  archestra-proxy setups create --user ada@example.com --mode virtual-key --ttl 2h
+  archestra-proxy setups create --user ada@example.com \\
+      --skills-url /skills/marketplace.git --marketplace acme-skills --plugin extra --json")]
 pub struct CreateArgs {
     /// E-mail address of the user the setup is for
     #[arg(long, value_name = "EMAIL", allow_hyphen_values = true)]

@@ -164,6 +164,17 @@ fn status_tells_connected_drifted_and_disconnected_apart() {
     assert_eq!(report["connection"], "connected");
     assert_eq!(report["origin"], world.origin);
     assert_eq!(report["mode"], "provider-key");
+    // On a terminal the mode is said in words, and the header lines stay in their column.
+    let out = world.connect(&["status"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("mode          passthrough (provider-key): your own Claude credential"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("anthropic_claude_code\n                X-Archestra-Virtual-Key: arch_…"),
+        "{shown}"
+    );
     assert_eq!(report["gateway"]["name"], "archestra");
     assert_eq!(report["gateway"]["scope"], "user");
     assert_eq!(report["secretStore"], "settings.json");

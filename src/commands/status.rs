@@ -594,9 +594,13 @@ fn print_text(r: &Report, paths: &ClaudePaths, printer: &Printer) {
     };
     out.push_str(&headline);
     out.push('\n');
-    let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<14}{v}\n"));
+    // A value of several lines (the header lines) continues under its first line.
+    let mut row = |k: &str, v: String| {
+        let v = v.replace('\n', &format!("\n{:16}", ""));
+        out.push_str(&format!("  {k:<14}{v}\n"));
+    };
     if let Some(m) = &r.mode {
-        row("mode", m.clone());
+        row("mode", describe_mode(m));
     }
     if let Some(g) = &r.gateway {
         row(
@@ -662,5 +666,20 @@ fn print_text(r: &Report, paths: &ClaudePaths, printer: &Printer) {
         );
     } else if !r.problems.is_empty() {
         printer.hint("run `archestra-connect setup` with a new link to repair, or `archestra-connect revert` to disconnect");
+    }
+}
+
+/// Say what a mode means for the user, after its wire name (which `--json` keeps).
+fn describe_mode(mode: &str) -> String {
+    match mode {
+        "provider-key" => {
+            "passthrough (provider-key): your own Claude credential, requests attributed to you"
+                .to_string()
+        }
+        "virtual-key" => {
+            "virtual key: the deployment's provider key is used in place of this machine's key"
+                .to_string()
+        }
+        other => other.to_string(),
     }
 }

@@ -6,9 +6,10 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use common::{
-    World, assert_both_plugins_installed, key_in_headers, own_marketplace_passthrough, show,
+    World, assert_both_plugins_installed, key_in_headers, mode, own_marketplace_passthrough, show,
 };
 
 const SKILL: &str = "plugins/acme-skills/skills/house-style/SKILL.md";
@@ -74,10 +75,17 @@ fn the_companions_marketplace_installs_updates_and_refuses_a_revoked_credential(
             .is_some()
     );
 
+    // Setup closed the plugins folder, which holds the credential; the user then chose a
+    // mode of their own, which revert keeps.
+    let plugins = world.config.join("plugins");
+    assert_eq!(mode(&plugins), 0o700);
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o750)).unwrap();
+
     // Revert still removes everything setup added: it needs nothing from the server. There
     // was no settings.json before setup, so there is none after.
     let out = world.connect(&["revert", "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(mode(&plugins), 0o750);
     assert!(!world.settings().exists());
     assert!(!clone.exists());
     let installed = world.read_json(&world.config.join("plugins/installed_plugins.json"));

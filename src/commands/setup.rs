@@ -1059,11 +1059,12 @@ impl Run<'_> {
         let settings = self.paths.settings.clone();
         crate::settings::set_mode(&settings, 0o600).map_err(|e| could_not(&settings, e))?;
         let plugins = self.paths.plugins_dir.clone();
-        let before = fs::metadata(&plugins)
-            .map_err(|e| could_not(&plugins, e))?
-            .permissions()
-            .mode()
-            & 0o7777;
+        let before = match fs::metadata(&plugins) {
+            Ok(meta) => meta.permissions().mode() & 0o7777,
+            // Claude Code kept nothing there, so there is nothing to protect.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(could_not(&plugins, e)),
+        };
         if before & 0o077 == 0 {
             return Ok(());
         }

@@ -56,26 +56,11 @@ pub enum Command {
     Credential(CredentialArgs),
 
     /// Print a shell completion script, e.g. `archestra-connect completions bash > …`.
-    Completions(CompletionsArgs),
+    Completions(archestra_wire::cli_docs::CompletionsArgs),
 
     /// Write the man pages of every command into a directory (used by install/install.sh).
     #[command(hide = true)]
-    Manpages(ManpagesArgs),
-}
-
-/// Flags of `archestra-connect completions`.
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell to print completions for.
-    #[arg(value_enum)]
-    pub shell: archestra_wire::cli_docs::Shell,
-}
-
-/// Flags of `archestra-connect manpages`.
-#[derive(Debug, Args)]
-pub struct ManpagesArgs {
-    /// The directory to write `archestra-connect*.1` into; created when missing.
-    pub dir: PathBuf,
+    Manpages(archestra_wire::cli_docs::ManpagesArgs),
 }
 
 const CREDENTIAL_HELP: &str = "\

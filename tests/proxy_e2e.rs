@@ -58,20 +58,25 @@ fn claude_print_with(world: &World, prompt: &str, extra: &[(&str, &str)]) -> Out
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn claude_print_mode_goes_through_the_proxy_with_the_users_credential_and_is_logged() {
-    let upstream = MockUpstream::start();
-    let mut world = World::with_server(|config| {
+/// A world whose companion forwards to `upstream`, set up in passthrough mode (without an
+/// MCP gateway, which these tests do not need).
+fn passthrough_world(upstream: &MockUpstream) -> World {
+    let world = World::with_server(|config| {
         config.upstream = upstream.origin.parse().unwrap();
     });
-
-    // Set up in passthrough mode, without an MCP gateway this test does not need.
     let mut req = passthrough(&world.origin);
     req.mcp_url = None;
     req.mcp_name = None;
     let link = world.mint(&req);
     let out = world.connect(&["setup", &link, "--yes"]);
     assert!(out.status.success(), "{}", show(&out));
+    world
+}
+
+#[test]
+fn claude_print_mode_goes_through_the_proxy_with_the_users_credential_and_is_logged() {
+    let upstream = MockUpstream::start();
+    let mut world = passthrough_world(&upstream);
     let settings = world.read_json(&world.settings());
     assert_eq!(
         settings["env"]["ANTHROPIC_BASE_URL"],
@@ -217,15 +222,7 @@ fn claude_with_the_keyring_helper_gets_the_provider_key_swapped_in() {
 #[test]
 fn claude_with_a_revoked_key_shows_the_proxys_message_at_once() {
     let upstream = MockUpstream::start();
-    let world = World::with_server(|config| {
-        config.upstream = upstream.origin.parse().unwrap();
-    });
-    let mut req = passthrough(&world.origin);
-    req.mcp_url = None;
-    req.mcp_name = None;
-    let link = world.mint(&req);
-    let out = world.connect(&["setup", &link, "--yes"]);
-    assert!(out.status.success(), "{}", show(&out));
+    let world = passthrough_world(&upstream);
 
     // The admin revokes the user's keys; the running server refuses the next request.
     assert_eq!(

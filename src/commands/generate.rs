@@ -1,9 +1,9 @@
 //! `completions` and `manpages`: what install/install.sh puts beside the binary.
 
-use archestra_wire::cli_docs::{print_completions, write_manpages};
+use archestra_wire::cli_docs::{CompletionsArgs, ManpagesArgs, print_completions, write_manpages};
 use clap::CommandFactory;
 
-use crate::cli::{Cli, CompletionsArgs, ManpagesArgs};
+use crate::cli::Cli;
 use crate::exit::Failure;
 
 /// Print the completion script for a shell on stdout.

@@ -57,23 +57,10 @@ pub enum Command {
     /// Approve (or deny) a machine waiting in `archestra-connect setup --server`, by its code.
     Approve(ApproveArgs),
     /// Print a shell completion script, e.g. `archestra-proxy completions bash > …`.
-    Completions(CompletionsArgs),
+    Completions(archestra_wire::cli_docs::CompletionsArgs),
     /// Write the man pages of every command into a directory (used by install/install.sh).
     #[command(hide = true)]
-    Manpages(ManpagesArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell to print completions for
-    #[arg(value_enum)]
-    pub shell: archestra_wire::cli_docs::Shell,
-}
-
-#[derive(Debug, Args)]
-pub struct ManpagesArgs {
-    /// The directory to write `archestra-proxy*.1` into; created when missing
-    pub dir: PathBuf,
+    Manpages(archestra_wire::cli_docs::ManpagesArgs),
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,21 @@ use clap_complete::Generator;
 /// The shells completion scripts are made for, re-exported for the binaries' flags.
 pub use clap_complete::Shell;
 
+/// Flags of a `completions` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to print completions for
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Flags of a `manpages` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct ManpagesArgs {
+    /// The directory to write the man pages into (`<program>*.1`); created when missing
+    pub dir: PathBuf,
+}
+
 /// Why a completion script or a man page could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum CliDocsError {

@@ -517,3 +517,38 @@ fn setup_on_a_machine_without_settings_creates_it_and_takes_no_backup() {
     let state = world.read_json(&world.state_file());
     assert!(state["settings"]["original"].is_null());
 }
+
+#[test]
+fn claude_runs_without_update_checks_or_telemetry_unless_the_user_says_otherwise() {
+    let world = World::new();
+    let link = world.mint(&passthrough(&world.origin));
+    let seen = world.dir.path().join("claude-env.log");
+    let out = world
+        .connect_command(&["setup", &link, "--yes"])
+        .env_remove("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+        .env("DISABLE_AUTOUPDATER", "0")
+        .env("ARCHESTRA_CLAUDE_BIN", fake_claude())
+        .env("FAKE_CLAUDE_REAL", real_claude())
+        .env("FAKE_CLAUDE_EXEC_ON", ".")
+        .env(
+            "FAKE_CLAUDE_EXEC",
+            format!(
+                "env | grep -E '^(CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC|DISABLE_AUTOUPDATER)=' | sort | tr '\\n' ' ' >> '{}'; echo >> '{}'",
+                seen.display(),
+                seen.display()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let seen = fs::read_to_string(&seen).unwrap();
+    assert!(seen.lines().count() >= 2, "{seen}");
+    for line in seen.lines() {
+        // Set where the user had not set it; the user's own value kept.
+        assert_eq!(
+            line.trim(),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=0",
+            "{seen}"
+        );
+    }
+}

@@ -184,6 +184,15 @@ impl World {
 
     /// Run the installer with extra environment variables.
     pub fn connect_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut cmd = self.connect_command(args);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("archestra-connect runs")
+    }
+
+    /// The installer's command line with this world's environment, not yet run.
+    pub fn connect_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_archestra-connect"));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -199,10 +208,7 @@ impl World {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("archestra-connect runs")
+        cmd
     }
 
     /// Run the real `claude` in this world.

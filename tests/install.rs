@@ -11,20 +11,24 @@ use common::{mode, root, show};
 
 /// A folder holding both binaries as built for this test run.
 ///
-/// The installer's binary is this package's; the companion's is built here when the run
-/// did not build it already (a no-op under `cargo nextest run --workspace`).
+/// The installer's binary is this package's. The companion's is the one `cargo nextest run
+/// --workspace` built beside it for the companion's own tests; only when it is missing (this
+/// file run alone) is it built here, which takes a while: built alone, the package resolves its
+/// dependencies' features differently from the workspace build and shares none of its work.
 fn built_binaries(into: &Path) -> PathBuf {
     let connect = PathBuf::from(env!("CARGO_BIN_EXE_archestra-connect"));
     let target = connect.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(root())
-        .args(["build", "--quiet", "-p", "archestra-proxy", "--bin"])
-        .arg("archestra-proxy")
-        .env("CARGO_TARGET_DIR", target.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", show(&built));
+    if !target.join("archestra-proxy").is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "--quiet", "-p", "archestra-proxy", "--bin"])
+            .arg("archestra-proxy")
+            .env("CARGO_TARGET_DIR", target.parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{}", show(&built));
+    }
     let from = into.join("from");
     fs::create_dir_all(&from).unwrap();
     for program in ["archestra-connect", "archestra-proxy"] {

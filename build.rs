@@ -20,7 +20,11 @@ fn main() {
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     let suffix = if dirty { ", modified" } else { "" };
-    println!("cargo:rustc-env=ARCHESTRA_BUILD_COMMIT={commit}{suffix}");
+    // The whole `--version` text, so that both binaries print it the same way. The version
+    // comes from the manifest of the package being built (paths here are relative to it).
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    println!("cargo:rustc-env=ARCHESTRA_VERSION={version} ({commit}{suffix})");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     // Absolute paths, because the companion's crate includes this file from its own folder.
     let git_dir = Command::new("git")
         .args(["rev-parse", "--absolute-git-dir"])

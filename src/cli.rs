@@ -4,14 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-/// The version with the commit it was built from.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("ARCHESTRA_BUILD_COMMIT"),
-    ")"
-);
-
 const EXIT_CODES: &str = "\
 Exit codes:
   0    done
@@ -23,7 +15,7 @@ Exit codes:
 
 /// Connect Claude Code to an Archestra deployment, and undo it again.
 #[derive(Debug, Parser)]
-#[command(name = "archestra-connect", version = VERSION, after_help = EXIT_CODES)]
+#[command(name = "archestra-connect", version = env!("ARCHESTRA_VERSION"), after_help = EXIT_CODES)]
 pub struct Cli {
     /// Print only warnings and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]

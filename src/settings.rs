@@ -242,6 +242,11 @@ pub fn render(root: &Map<String, Value>, layout: &Layout) -> String {
     text
 }
 
+/// Return the permission bits of a file or folder, through a symlink if it is one.
+pub fn mode(path: &Path) -> io::Result<u32> {
+    Ok(fs::metadata(resolve_target(path))?.permissions().mode() & 0o7777)
+}
+
 /// Set the permission bits of a file or folder, through a symlink if it is one.
 pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(resolve_target(path), fs::Permissions::from_mode(mode))

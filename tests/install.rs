@@ -47,20 +47,18 @@ fn install(home: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Run install.sh with `--prefix prefix --from from`.
+fn install_from(home: &Path, prefix: &Path, from: &Path) -> std::process::Output {
+    let (prefix, from) = (prefix.to_str().unwrap(), from.to_str().unwrap());
+    install(home, &["--prefix", prefix, "--from", from])
+}
+
 #[test]
 fn install_sh_puts_binaries_completions_and_man_pages_under_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let from = built_binaries(dir.path());
     let prefix = dir.path().join("prefix");
-    let out = install(
-        dir.path(),
-        &[
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--from",
-            from.to_str().unwrap(),
-        ],
-    );
+    let out = install_from(dir.path(), &prefix, &from);
     assert!(out.status.success(), "{}", show(&out));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("is not on your PATH"), "{said}");
@@ -130,15 +128,7 @@ fn install_sh_puts_binaries_completions_and_man_pages_under_the_prefix() {
     assert!(setup_page.contains("\\-\\-yes"), "{setup_page}");
 
     // Running it again replaces what it installed.
-    let again = install(
-        dir.path(),
-        &[
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--from",
-            from.to_str().unwrap(),
-        ],
-    );
+    let again = install_from(dir.path(), &prefix, &from);
     assert!(again.status.success(), "{}", show(&again));
 }
 
@@ -153,15 +143,7 @@ fn install_sh_refuses_unknown_flags_and_missing_binaries_before_writing() {
 
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
-    let out = install(
-        dir.path(),
-        &[
-            "--prefix",
-            prefix.to_str().unwrap(),
-            "--from",
-            empty.to_str().unwrap(),
-        ],
-    );
+    let out = install_from(dir.path(), &prefix, &empty);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is missing or not executable"));
     assert!(!prefix.exists());

@@ -215,7 +215,7 @@ fn from_state(
         // A mode the user changed since is theirs to keep.
         undo.plugins_dir_mode = skills
             .plugins_dir_mode
-            .filter(|_| current_mode(&paths.plugins_dir) == Some(0o700));
+            .filter(|_| crate::settings::mode(&paths.plugins_dir).ok() == Some(0o700));
         if skills.marketplace_added && declared.is_some() {
             undo.marketplace = Some(skills.marketplace.clone());
         } else if skills.auto_update_set
@@ -240,14 +240,6 @@ fn from_state(
         }
     }
     Ok(undo)
-}
-
-/// Return the permission bits of a file or folder, `None` when it cannot be read.
-fn current_mode(path: &std::path::Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
 }
 
 /// Find Archestra's entries without a record: the old script's machines, or a lost record.

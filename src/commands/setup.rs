@@ -1059,8 +1059,8 @@ impl Run<'_> {
         let settings = self.paths.settings.clone();
         crate::settings::set_mode(&settings, 0o600).map_err(|e| could_not(&settings, e))?;
         let plugins = self.paths.plugins_dir.clone();
-        let before = match fs::metadata(&plugins) {
-            Ok(meta) => meta.permissions().mode() & 0o7777,
+        let before = match crate::settings::mode(&plugins) {
+            Ok(mode) => mode,
             // Claude Code kept nothing there, so there is nothing to protect.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(could_not(&plugins, e)),
@@ -1216,9 +1216,7 @@ impl Run<'_> {
 
 /// Tell whether a file is readable by its owner only (then it must stay so).
 fn is_private(path: &std::path::Path) -> bool {
-    fs::metadata(crate::settings::resolve_target(path))
-        .map(|m| m.permissions().mode() & 0o077 == 0)
-        .unwrap_or(false)
+    crate::settings::mode(path).is_ok_and(|mode| mode & 0o077 == 0)
 }
 
 /// Tell whether a URL carries a credential in its user part.

@@ -13,14 +13,6 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::{parse_since, parse_ttl};
 
-/// The version with the commit it was built from (see build.rs).
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (",
-    env!("ARCHESTRA_BUILD_COMMIT"),
-    ")"
-);
-
 const TOP_HELP: &str = "\
 Examples:
   archestra-proxy serve --public-url https://archestra.example.com --skills-dir /srv/skills
@@ -36,7 +28,7 @@ Exit status:
 
 /// Companion server for archestra-connect: one-time Connect setups and per-machine virtual keys.
 #[derive(Debug, Parser)]
-#[command(name = "archestra-proxy", version = VERSION, after_help = TOP_HELP)]
+#[command(name = "archestra-proxy", version = env!("ARCHESTRA_VERSION"), after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

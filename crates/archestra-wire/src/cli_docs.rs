@@ -75,8 +75,8 @@ pub fn print_completions(mut cmd: clap::Command, shell: Shell) -> Result<(), Cli
     }
 }
 
-/// Write a man page for `cmd` and one for each subcommand not hidden (nor `help`) into `dir` (created
-/// when missing), as `<name>.1` and `<name>-<subcommand>.1`; return the files written.
+/// Write a man page for `cmd` and one for each subcommand not hidden (nor `help`) into `dir`
+/// (created when missing), as `<name>.1` and `<name>-<subcommand>.1`; return the files written.
 ///
 /// Existing pages of the same names are replaced.
 pub fn write_manpages(mut cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>, CliDocsError> {

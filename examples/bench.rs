@@ -4,8 +4,8 @@
 //! (MCP gateway, passthrough proxy, a marketplace with two plugins the companion serves over git
 //! smart HTTP), it times `archestra-connect setup` and a shell script doing the old script's
 //! steps the old way (curl, python3 merges, the same `claude` calls), counts each one's
-//! `claude` calls, and reads the installer's own CPU time (its `--json` result, from /proc, children excluded).
-//! Then it times `status` and `--version` and weighs the binary. It prints each figure with
+//! `claude` calls, and reads the installer's own CPU time (its `--json` result, from /proc,
+//! children excluded). Then it times `status` and `--version` and weighs the binary. It prints each figure with
 //! its goal and whether it was met, and exits 0 either way: it is a report, not a test.
 
 #[path = "../tests/common/keyring.rs"]
